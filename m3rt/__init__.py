@@ -1,0 +1,13 @@
+"""m3rt: a fast, faithful inference runtime for BGE-M3 (dense, sparse and ColBERT heads).
+
+`from m3rt import M3Runtime` needs only numpy, onnxruntime and tokenizers; exporting needs the `export` extra.
+"""
+
+from m3rt.errors import ArtifactError, BackendError, ExportValidationError, M3RTError, SourceError
+from m3rt.runtime import M3Runtime, RuntimeConfig
+
+__version__ = "0.1.0"
+__all__ = [
+    "M3Runtime", "RuntimeConfig", "M3RTError", "ArtifactError", "SourceError", "ExportValidationError",
+    "BackendError", "__version__",
+]

@@ -1,0 +1,125 @@
+"""The artifact directory: file names, the manifest, and checksum verification.
+
+Shared by the exporter (which writes it) and the runtime (which checks it before loading anything),
+so both agree on one format. Only the standard library and numpy-free code here: the runtime imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from m3rt.errors import ArtifactError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+GRAPH = "model.onnx"
+# All weights in ONE external file when the graph is over protobuf's 2 GB limit.
+EXTERNAL_DATA = "model.onnx.data"
+TOKENIZER = "tokenizer.json"
+
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAMES = ("dense_vecs", "sparse_weights", "colbert_vecs")
+
+REQUIRED_KEYS = (
+    "format_version", "source", "model_type", "precision", "opset", "graph", "dims",
+    "special_ids", "sparse_skip_ids", "max_length", "tokenizer", "versions", "validation", "files",
+)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What the runtime needs to know about an artifact, read from manifest.json."""
+
+    root: Path
+    data: dict[str, Any]
+
+    @property
+    def graph_path(self) -> Path:
+        return self.root / self.data["graph"]
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.root / self.data["tokenizer"]["file"]
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.data["dims"]["hidden"])
+
+    @property
+    def colbert_dim(self) -> int:
+        return int(self.data["dims"]["colbert"])
+
+    @property
+    def max_length(self) -> int:
+        return int(self.data["max_length"])
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.data["special_ids"]["pad"])
+
+    @property
+    def sparse_skip_ids(self) -> tuple[int, ...]:
+        return tuple(int(i) for i in self.data["sparse_skip_ids"])
+
+    @property
+    def precision(self) -> str:
+        return str(self.data["precision"])
+
+
+def write_manifest(root: Path, data: dict[str, Any]) -> Path:
+    """Hash every file in `root` (but the manifest) into data["files"] and write manifest.json."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
+    data = dict(data)
+    data["files"] = {p.relative_to(root).as_posix(): sha256_file(p) for p in files}
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"manifest is missing keys {missing}")
+    path = root / MANIFEST
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def read_manifest(root: str | Path, verify: bool = True) -> Manifest:
+    """Read and check an artifact directory; every failure names the file at fault."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ArtifactError(f"artifact directory not found: {root}")
+    path = root / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing (not an m3rt artifact? create one with `m3rt export`)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: corrupt manifest, not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: corrupt manifest, expected a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise ArtifactError(f"{path}: bad manifest, missing keys {missing}")
+    if data["format_version"] != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: format_version {data['format_version']!r} is not supported by this m3rt "
+            f"(expects {FORMAT_VERSION}); re-export the model with `m3rt export`"
+        )
+    files = data["files"]
+    if not isinstance(files, dict) or data["graph"] not in files or data["tokenizer"]["file"] not in files:
+        raise ArtifactError(f"{path}: bad manifest, 'files' must list the graph and the tokenizer")
+    for name, expected in files.items():
+        file = root / name
+        if not file.is_file():
+            raise ArtifactError(f"{file}: missing (listed in {MANIFEST})")
+        if verify and sha256_file(file) != expected:
+            raise ArtifactError(f"{file}: sha256 mismatch with {MANIFEST} (file corrupt or modified)")
+    return Manifest(root=root, data=data)

@@ -1,0 +1,175 @@
+"""The `m3rt` command line. Each subcommand calls one library function with the same keyword names.
+
+Errors are one line on stderr and a non-zero exit (M3RT_DEBUG=1 shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def _export(args) -> None:
+    from m3rt.export import export
+
+    path = export(args.source, args.out, precision=args.precision, opset=args.opset, overwrite=args.overwrite)
+    print(path)
+
+
+def _read_texts(args) -> list[str]:
+    if args.texts and args.input:
+        raise ValueError("give texts as arguments or --input, not both")
+    if args.texts:
+        return list(args.texts)
+    stream = sys.stdin if args.input in (None, "-") else open(args.input, encoding="utf-8")
+    name = "<stdin>" if stream is sys.stdin else args.input
+    if stream is sys.stdin and sys.stdin.isatty():
+        raise ValueError("no texts: pass them as arguments, --input FILE, or pipe them on stdin")
+    jsonl = args.jsonl or (name.endswith(".jsonl"))
+    texts = []
+    with stream:
+        for n, line in enumerate(stream, 1):
+            line = line.rstrip("\n")
+            if not jsonl:
+                texts.append(line)
+                continue
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{name}:{n}: not valid JSON ({e.msg})") from None
+            if isinstance(item, dict):
+                item = item.get(args.field)
+            if not isinstance(item, str):
+                raise ValueError(f"{name}:{n}: expected a JSON string or an object with a string {args.field!r} field")
+            texts.append(item)
+    return texts
+
+
+def _encode(args) -> None:
+    from m3rt import M3Runtime
+
+    texts = _read_texts(args)
+    dense = args.dense or not (args.sparse or args.colbert)
+    rt = M3Runtime(args.artifact, backend=args.backend, show_progress=True)
+    result = rt.encode(texts, batch_size=args.batch_size, max_length=args.max_length, return_dense=dense,
+                       return_sparse=args.sparse, return_colbert_vecs=args.colbert)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    with out if args.output else contextlib.nullcontext(out):
+        for i in range(len(texts)):
+            row: dict = {"index": i}
+            if dense:
+                row["dense_vecs"] = result["dense_vecs"][i].tolist()
+            if args.sparse:
+                row["lexical_weights"] = {k: float(v) for k, v in result["lexical_weights"][i].items()}
+            if args.colbert:
+                row["colbert_vecs"] = result["colbert_vecs"][i].tolist()
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _info(args) -> None:
+    from m3rt.artifact import read_manifest
+
+    m = read_manifest(args.artifact, verify=not args.no_verify).data
+    dims = m["dims"]
+    print(f"artifact      {args.artifact}")
+    print(f"source        {m['source']}  ({m['model_type']})")
+    print(f"precision     {m['precision']}, opset {m['opset']}, graph {m['graph']}"
+          + (f" + {m['external_data']}" if m.get("external_data") else ""))
+    print(f"dims          hidden {dims['hidden']}, colbert {dims['colbert']}, vocab {dims['vocab']}, "
+          f"layers {dims.get('layers')}")
+    print(f"max_length    {m['max_length']} tokens")
+    print(f"special ids   {m['special_ids']}  (sparse skips {m['sparse_skip_ids']})")
+    for name, v in m["validation"]["outputs"].items():
+        print(f"validation    {name}: max abs err {v['max_abs_err']:.3g} (tolerance {v['tolerance']:.3g})")
+    print(f"created       {m.get('created')} with " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
+    print(f"files         {len(m['files'])}" + ("" if args.no_verify else ", sha256 verified"))
+
+
+def _demo(args) -> None:
+    from m3rt.demo import demo
+
+    demo(out=args.out)
+
+
+def _tiny_model(args) -> None:
+    from m3rt.export.tiny_model import build_tiny_model
+
+    print(build_tiny_model(args.out, seed=args.seed))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="m3rt", description="Fast, faithful BGE-M3 inference.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("export", help="export a BGE-M3 model directory (or hub id) to an ONNX artifact")
+    e.add_argument("source", help="local directory in the BAAI/bge-m3 layout, or a hub id")
+    e.add_argument("--out", required=True, help="artifact directory to write")
+    e.add_argument("--precision", default="fp32", choices=["fp32"])
+    e.add_argument("--opset", type=int, default=17)
+    e.add_argument("--overwrite", action="store_true", help="replace an existing artifact in --out")
+    e.set_defaults(func=_export)
+
+    c = sub.add_parser("encode", help="encode texts with an artifact; JSONL out, one line per text")
+    c.add_argument("artifact")
+    c.add_argument("texts", nargs="*", help="texts to encode (else --input or stdin)")
+    c.add_argument("--input", help="file of texts, one per line ('-' for stdin); .jsonl is read as JSONL")
+    c.add_argument("--jsonl", action="store_true", help="input lines are JSON strings or objects")
+    c.add_argument("--field", default="text", help="text field of JSONL objects (default: text)")
+    c.add_argument("--dense", action="store_true", help="output dense_vecs (the default when none is chosen)")
+    c.add_argument("--sparse", action="store_true", help="output lexical_weights")
+    c.add_argument("--colbert", action="store_true", help="output colbert_vecs")
+    c.add_argument("--batch-size", type=int, default=256)
+    c.add_argument("--max-length", type=int, default=512)
+    c.add_argument("--backend", default="auto")
+    c.add_argument("--output", help="write JSONL here instead of stdout")
+    c.set_defaults(func=_encode)
+
+    i = sub.add_parser("info", help="summarise an artifact's manifest")
+    i.add_argument("artifact")
+    i.add_argument("--no-verify", action="store_true", help="skip the sha256 check of every file")
+    i.set_defaults(func=_info)
+
+    d = sub.add_parser("demo", help="build the tiny TEST model, export it, encode a few texts")
+    d.add_argument("--out", default="m3rt-demo", help="working directory (default: ./m3rt-demo)")
+    d.set_defaults(func=_demo)
+
+    t = sub.add_parser("tiny-model", help="write the tiny BGE-M3-shaped TEST model (random weights)")
+    t.add_argument("out")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_tiny_model)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="m3rt: %(message)s", stream=sys.stderr)
+    for noisy in ("transformers", "torch", "onnxruntime"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("m3rt: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # one clear line, no traceback, unless asked for
+        if os.environ.get("M3RT_DEBUG"):
+            raise
+        from m3rt.errors import M3RTError
+
+        known = isinstance(e, (M3RTError, ValueError, TypeError, OSError, ImportError))
+        kind = "error" if known else f"internal error ({type(e).__name__}; set M3RT_DEBUG=1 for the traceback)"
+        print(f"m3rt: {kind}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""MaxSim (ColBERT late-interaction) scoring kernels: a numpy CPU path and Triton GPU kernels."""

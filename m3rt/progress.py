@@ -1,0 +1,51 @@
+"""A dependency-free progress line on stderr for long work (encoding large inputs, benchmarks).
+
+Silent for work that finishes within `delay` seconds; redraws in place on a terminal, and prints an
+occasional plain line when stderr is a file or a pipe.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    def __init__(self, total: int, desc: str, enabled: bool = True, delay: float = 2.0, stream=None):
+        self.total, self.desc, self.enabled, self.delay = total, desc, enabled, delay
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self.start = time.perf_counter()
+        self._last = 0.0
+        self._drawn = False
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        interval = 0.2 if self._tty else 10.0
+        if now - self.start < self.delay or (now - self._last < interval and self.done < self.total):
+            return
+        self._last = now
+        self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        elapsed = now - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        width = 24
+        filled = int(width * self.done / self.total) if self.total else width
+        line = (f"{self.desc} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                f"{rate:.1f}/s {elapsed:.0f}s")
+        self.stream.write(("\r" + line) if self._tty else (line + "\n"))
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        if self.enabled and self._drawn:
+            if self.done < self.total or self._tty:
+                self._draw(time.perf_counter())
+            if self._tty:
+                self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,41 @@
+"""RuntimeConfig: every runtime knob in one object (names follow FlagEmbedding's BGEM3FlagModel)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    backend: str = "auto"
+    batch_size: int = 256
+    # Padded tokens per engine call (rows x longest row): bounds memory on long inputs.
+    max_batch_tokens: int = 16384
+    query_max_length: int = 512
+    passage_max_length: int = 512
+    return_dense: bool = True
+    return_sparse: bool = False
+    return_colbert_vecs: bool = False
+    query_instruction_for_retrieval: str | None = None
+    query_instruction_format: str = "{}{}"
+    # onnxruntime threads inside one operator; 0 lets onnxruntime pick (one per core).
+    intra_op_threads: int = 0
+    # A progress line on stderr while encoding takes more than a couple of seconds.
+    show_progress: bool = False
+    # Hash every artifact file against the manifest at load time.
+    verify_checksums: bool = True
+
+    def __post_init__(self):
+        for name in ("batch_size", "max_batch_tokens", "query_max_length", "passage_max_length"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.intra_op_threads, int) or self.intra_op_threads < 0:
+            raise ValueError(f"intra_op_threads must be an integer >= 0, got {self.intra_op_threads!r}")
+
+    def with_overrides(self, **overrides) -> "RuntimeConfig":
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown runtime option(s) {unknown}; known: {sorted(known)}")
+        return replace(self, **overrides)

@@ -1,0 +1,223 @@
+"""M3Runtime: a drop-in for FlagEmbedding's BGEM3FlagModel on an m3rt artifact.
+
+tokenize -> engine -> head postprocessing. Texts are sorted by length and cut into batches bounded by
+`batch_size` and a padded-token budget; results come back in input order; only the outputs asked for are
+post-processed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from m3rt.artifact import read_manifest
+from m3rt.errors import ArtifactError
+from m3rt.progress import Progress
+from m3rt.runtime import heads, scoring
+from m3rt.runtime.backends import create_engine
+from m3rt.runtime.batching import pad_batch, plan_batches
+from m3rt.runtime.config import RuntimeConfig
+from m3rt.runtime.tokenize import TextTokenizer
+
+_OUTPUT_OF = {"dense": "dense_vecs", "sparse": "sparse_weights", "colbert": "colbert_vecs"}
+
+
+class M3Runtime:
+    """Encode and score texts with an artifact written by `m3rt export`.
+
+    >>> rt = M3Runtime("artifact-dir", batch_size=64)
+    >>> out = rt.encode(["hello"], return_dense=True, return_sparse=True, return_colbert_vecs=True)
+    """
+
+    def __init__(self, artifact: str | Path, config: RuntimeConfig | None = None, **options):
+        self.config = (config or RuntimeConfig()).with_overrides(**options)
+        self.manifest = read_manifest(artifact, verify=self.config.verify_checksums)
+        for name in ("query_max_length", "passage_max_length"):
+            self._check_max_length(getattr(self.config, name), name)
+        tok_cfg = self.manifest.data["tokenizer"]
+        try:
+            self.tokenizer = TextTokenizer(
+                self.manifest.tokenizer_path, self.manifest.pad_id, bool(tok_cfg.get("clean_up_tokenization_spaces"))
+            )
+        except Exception as e:  # the tokenizers library raises a bare Exception on a bad file
+            raise ArtifactError(f"{self.manifest.tokenizer_path}: cannot be loaded as a tokenizer ({e})") from None
+        self.engine = create_engine(self.config.backend, self.manifest, self.config)
+
+    # ------------------------------------------------------------------ encoding
+    def encode(
+        self, sentences: str | Sequence[str], batch_size: int | None = None, max_length: int | None = None,
+        return_dense: bool | None = None, return_sparse: bool | None = None,
+        return_colbert_vecs: bool | None = None,
+    ) -> dict:
+        c = self.config
+        return self._encode(
+            sentences, _default(batch_size, c.batch_size), _default(max_length, c.passage_max_length),
+            _default(return_dense, c.return_dense), _default(return_sparse, c.return_sparse),
+            _default(return_colbert_vecs, c.return_colbert_vecs),
+        )
+
+    def encode_queries(
+        self, queries: str | Sequence[str], batch_size: int | None = None, max_length: int | None = None,
+        return_dense: bool | None = None, return_sparse: bool | None = None,
+        return_colbert_vecs: bool | None = None,
+    ) -> dict:
+        c = self.config
+        queries = self._with_instruction(queries)
+        return self._encode(
+            queries, _default(batch_size, c.batch_size), _default(max_length, c.query_max_length),
+            _default(return_dense, c.return_dense), _default(return_sparse, c.return_sparse),
+            _default(return_colbert_vecs, c.return_colbert_vecs),
+        )
+
+    def encode_corpus(
+        self, corpus: str | Sequence[str], batch_size: int | None = None, max_length: int | None = None,
+        return_dense: bool | None = None, return_sparse: bool | None = None,
+        return_colbert_vecs: bool | None = None,
+    ) -> dict:
+        return self.encode(corpus, batch_size, max_length, return_dense, return_sparse, return_colbert_vecs)
+
+    def _encode(self, sentences, batch_size, max_length, dense, sparse, colbert) -> dict:
+        single = isinstance(sentences, str)
+        texts = [sentences] if single else _check_texts(sentences, "sentences")
+        self._check_max_length(max_length, "max_length")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        wanted = [k for k, on in (("dense", dense), ("sparse", sparse), ("colbert", colbert)) if on]
+        if not wanted:
+            raise ValueError("nothing to return: set one of return_dense, return_sparse, return_colbert_vecs")
+        n = len(texts)
+        dense_out = np.zeros((n, self.manifest.hidden_size), dtype=np.float32) if dense else None
+        lexical = [None] * n if sparse else None
+        vectors = [None] * n if colbert else None
+        if n:
+            rows = self.tokenizer.encode(texts, max_length)
+            lengths = np.array([len(r) for r in rows])
+            outputs = [_OUTPUT_OF[k] for k in wanted]
+            progress = Progress(n, "encoding", enabled=self.config.show_progress)
+            for idx in plan_batches(lengths, batch_size, self.config.max_batch_tokens):
+                ids, mask = pad_batch([rows[i] for i in idx], self.manifest.pad_id)
+                raw = self.engine.run(ids, mask, outputs)
+                if dense:
+                    dense_out[idx] = heads.dense_rows(raw["dense_vecs"])
+                if sparse:
+                    batch = heads.lexical_weights(raw["sparse_weights"], ids, lengths[idx], self.manifest.sparse_skip_ids)
+                    for i, d in zip(idx, batch):
+                        lexical[i] = d
+                if colbert:
+                    for i, v in zip(idx, heads.colbert_rows(raw["colbert_vecs"], lengths[idx])):
+                        vectors[i] = v
+                progress.update(len(idx))
+            progress.close()
+        if single:
+            dense_out = dense_out[0] if dense else None
+            lexical = lexical[0] if sparse else None
+            vectors = vectors[0] if colbert else None
+        return {"dense_vecs": dense_out, "lexical_weights": lexical, "colbert_vecs": vectors}
+
+    def _with_instruction(self, queries):
+        instruction = self.config.query_instruction_for_retrieval
+        if instruction is None:
+            return queries
+        fmt = self.config.query_instruction_format.replace("\\n", "\n")
+        if isinstance(queries, str):
+            return fmt.format(instruction, queries)
+        return [fmt.format(instruction, q) for q in _check_texts(queries, "queries")]
+
+    def _check_max_length(self, value, name: str) -> None:
+        limit = self.manifest.max_length
+        if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+            raise ValueError(f"{name} must be an integer >= 2 (room for <s> and </s>), got {value!r}")
+        if value > limit:
+            raise ValueError(f"{name}={value} is above the model's limit of {limit} tokens")
+
+    # ------------------------------------------------------------------ scoring
+    def compute_lexical_matching_score(self, lexical_weights_1, lexical_weights_2):
+        if isinstance(lexical_weights_1, dict) and isinstance(lexical_weights_2, dict):
+            return scoring.lexical_matching_score(lexical_weights_1, lexical_weights_2)
+        if isinstance(lexical_weights_1, list) and isinstance(lexical_weights_2, list):
+            return np.array([[scoring.lexical_matching_score(a, b) for b in lexical_weights_2]
+                             for a in lexical_weights_1])
+        raise ValueError("lexical weights must be two dicts or two lists of dicts")
+
+    def colbert_score(self, q_reps: np.ndarray, p_reps: np.ndarray) -> np.float32:
+        return scoring.colbert_score(q_reps, p_reps)
+
+    def compute_score(
+        self, sentence_pairs, batch_size: int | None = None, max_query_length: int | None = None,
+        max_passage_length: int | None = None, weights_for_different_modes: Sequence[float] | None = None,
+    ) -> dict:
+        """Scores of (query, passage) pairs: keys colbert, sparse, dense, sparse+dense, colbert+sparse+dense.
+
+        Lists for a list of pairs, floats for one pair. ColBERT follows upstream's compute_score, whose
+        passage padding floors a query token's max at 0 for passages shorter than the longest one in
+        their chunk of `batch_size` pairs (see scoring.pair_scores); `colbert_score` has no such floor.
+        """
+        c = self.config
+        batch_size = _default(batch_size, c.batch_size)
+        weights = [1.0, 1.0, 1.0] if weights_for_different_modes is None else list(weights_for_different_modes)
+        if len(weights) != 3:
+            raise ValueError(f"weights_for_different_modes needs 3 weights (dense, sparse, colbert), got {len(weights)}")
+        one = isinstance(sentence_pairs, (tuple, list)) and len(sentence_pairs) == 2 and all(
+            isinstance(t, str) for t in sentence_pairs)
+        pairs = [sentence_pairs] if one else _check_pairs(sentence_pairs)
+        if not pairs:
+            return {k: [] for k in ("colbert", "sparse", "dense", "sparse+dense", "colbert+sparse+dense")}
+        q = self._encode([p[0] for p in pairs], batch_size, _default(max_query_length, c.query_max_length), True, True, True)
+        p = self._encode([p[1] for p in pairs], batch_size, _default(max_passage_length, c.passage_max_length), True, True, True)
+        scores = scoring.pair_scores(
+            q["dense_vecs"], p["dense_vecs"], q["lexical_weights"], p["lexical_weights"],
+            q["colbert_vecs"], p["colbert_vecs"], weights, upstream_batch_size=batch_size,
+        )
+        return {k: v[0] for k, v in scores.items()} if one else scores
+
+    def rerank(
+        self, query: str, passages: Sequence[str], top_k: int | None = None, batch_size: int | None = None,
+        max_query_length: int | None = None, max_passage_length: int | None = None,
+    ) -> list[tuple[int, float]]:
+        """Passages ranked by ColBERT MaxSim against `query`: [(passage index, score)], best first."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        passages = _check_texts(passages, "passages")
+        if not passages:
+            return []
+        top_k = len(passages) if top_k is None else top_k
+        if not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        from m3rt.kernels import pack, rerank as maxsim_rerank
+
+        c = self.config
+        q = self.encode_queries(query, batch_size, max_query_length, False, False, True)["colbert_vecs"]
+        docs = self.encode(passages, batch_size, _default(max_passage_length, c.passage_max_length), False, False, True)
+        packed, offsets = pack(docs["colbert_vecs"])
+        idx, scores = maxsim_rerank(q, packed, offsets, top_k)
+        return [(int(i), float(s)) for i, s in zip(idx, scores)]
+
+    def convert_id_to_token(self, lexical_weights):
+        """{token id: weight} -> {token text: weight}; like upstream, a list of one dict gives a dict."""
+        items = [lexical_weights] if isinstance(lexical_weights, dict) else list(lexical_weights)
+        converted = [{self.tokenizer.decode_one(int(i)): w for i, w in item.items()} for item in items]
+        return converted[0] if len(converted) == 1 else converted
+
+
+def _default(value, fallback):
+    return fallback if value is None else value
+
+
+def _check_texts(texts, what: str) -> list[str]:
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+        raise TypeError(f"{what} must be a str or a list of str, got {type(texts).__name__}")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"{what}[{i}] is {type(t).__name__}, expected str")
+    return list(texts)
+
+
+def _check_pairs(pairs) -> list[tuple[str, str]]:
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
+        raise TypeError(f"sentence_pairs must be a (query, passage) pair or a list of them, got {type(pairs).__name__}")
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
+            raise TypeError(f"sentence_pairs[{i}] must be a (query, passage) pair of str, got {pair!r:.80}")
+    return [tuple(p) for p in pairs]

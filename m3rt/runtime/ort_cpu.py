@@ -1,0 +1,46 @@
+"""onnxruntime on the CPU: one InferenceSession over the artifact's graph."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from m3rt.artifact import Manifest
+from m3rt.errors import ArtifactError
+from m3rt.runtime.config import RuntimeConfig
+
+
+class OrtCpuEngine:
+    name = "onnxruntime-cpu"
+
+    def __init__(self, manifest: Manifest, config: RuntimeConfig):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if config.intra_op_threads:
+            opts.intra_op_num_threads = config.intra_op_threads
+        try:
+            self.session = ort.InferenceSession(
+                str(manifest.graph_path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime's own error types: a corrupt or foreign graph
+            raise ArtifactError(f"{manifest.graph_path}: onnxruntime cannot load the graph ({e})") from None
+
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, outputs: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        values = self.session.run(list(outputs), {"input_ids": input_ids, "attention_mask": attention_mask})
+        return dict(zip(outputs, values))
+
+
+def available() -> str | None:
+    """None when this backend can run here, else why not."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        return f"onnxruntime is not installed ({e})"
+    if "CPUExecutionProvider" not in ort.get_available_providers():
+        return "onnxruntime has no CPUExecutionProvider"
+    return None

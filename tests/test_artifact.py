@@ -1,0 +1,71 @@
+"""A missing or corrupt artifact is an error naming the file at fault."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from m3rt import ArtifactError, M3Runtime
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(ArtifactError, match="artifact directory not found"):
+        M3Runtime(tmp_path / "nowhere")
+
+
+def test_missing_manifest(artifact_copy):
+    (artifact_copy / "manifest.json").unlink()
+    with pytest.raises(ArtifactError, match="manifest.json: missing"):
+        M3Runtime(artifact_copy)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "corrupt manifest"),
+    ("[1, 2]", "expected a JSON object"),
+    ('{"format_version": 1}', "missing keys"),
+])
+def test_bad_manifest(artifact_copy, content, message):
+    (artifact_copy / "manifest.json").write_text(content)
+    with pytest.raises(ArtifactError, match=message) as info:
+        M3Runtime(artifact_copy)
+    assert "manifest.json" in str(info.value)
+
+
+def test_unsupported_format_version(artifact_copy):
+    path = artifact_copy / "manifest.json"
+    data = json.loads(path.read_text())
+    data["format_version"] = 99
+    path.write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="format_version 99"):
+        M3Runtime(artifact_copy)
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "tokenizer.json"])
+def test_absent_file(artifact_copy, name):
+    (artifact_copy / name).unlink()
+    with pytest.raises(ArtifactError, match=f"{name}: missing"):
+        M3Runtime(artifact_copy)
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "tokenizer.json", "tokenizer_config.json"])
+def test_checksum_mismatch(artifact_copy, name):
+    path = artifact_copy / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=f"{name}: sha256 mismatch"):
+        M3Runtime(artifact_copy)
+    try:  # opting out skips the hash; a damaged file then loads, or fails naming itself
+        M3Runtime(artifact_copy, verify_checksums=False)
+    except ArtifactError as e:
+        assert name in str(e)
+
+
+def test_unreadable_graph_and_tokenizer_name_the_file(artifact_copy):
+    (artifact_copy / "model.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ArtifactError, match="model.onnx: onnxruntime cannot load"):
+        M3Runtime(artifact_copy, verify_checksums=False)
+    (artifact_copy / "tokenizer.json").write_text("{}")
+    with pytest.raises(ArtifactError, match="tokenizer.json: cannot be loaded as a tokenizer"):
+        M3Runtime(artifact_copy, verify_checksums=False)
