@@ -113,9 +113,10 @@ def read_manifest(root: str | Path, verify: bool = True) -> Manifest:
             f"{path}: format_version {data['format_version']!r} is not supported by this m3rt "
             f"(expects {FORMAT_VERSION}); re-export the model with `m3rt export`"
         )
+    problem = _structure_problem(data)
+    if problem:
+        raise ArtifactError(f"{path}: bad manifest, {problem}")
     files = data["files"]
-    if not isinstance(files, dict) or data["graph"] not in files or data["tokenizer"]["file"] not in files:
-        raise ArtifactError(f"{path}: bad manifest, 'files' must list the graph and the tokenizer")
     for name, expected in files.items():
         file = root / name
         if not file.is_file():
@@ -123,3 +124,31 @@ def read_manifest(root: str | Path, verify: bool = True) -> Manifest:
         if verify and sha256_file(file) != expected:
             raise ArtifactError(f"{file}: sha256 mismatch with {MANIFEST} (file corrupt or modified)")
     return Manifest(root=root, data=data)
+
+
+def _structure_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the manifest's shape, or None: the runtime indexes these without further checks."""
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not isinstance(data["graph"], str):
+        return "'graph' must be a file name"
+    if not isinstance(data["tokenizer"], dict) or not isinstance(data["tokenizer"].get("file"), str):
+        return "'tokenizer' must be an object with a 'file' name"
+    dims = data["dims"]
+    if not isinstance(dims, dict) or not all(is_int(dims.get(k)) for k in ("hidden", "colbert")):
+        return "'dims' must give integer 'hidden' and 'colbert'"
+    if not isinstance(data["special_ids"], dict) or not is_int(data["special_ids"].get("pad")):
+        return "'special_ids' must give an integer 'pad'"
+    if not isinstance(data["sparse_skip_ids"], list) or not all(is_int(i) for i in data["sparse_skip_ids"]):
+        return "'sparse_skip_ids' must be a list of integers"
+    if not is_int(data["max_length"]) or data["max_length"] < 2:
+        return "'max_length' must be an integer >= 2"
+    files = data["files"]
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        return "'files' must map file names to sha256 digests"
+    if data["graph"] not in files or data["tokenizer"]["file"] not in files:
+        return "'files' must list the graph and the tokenizer"
+    if any(Path(name).is_absolute() or ".." in Path(name).parts for name in files):
+        return "'files' may only name files inside the artifact"
+    return None

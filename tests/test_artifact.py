@@ -32,6 +32,23 @@ def test_bad_manifest(artifact_copy, content, message):
     assert "manifest.json" in str(info.value)
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("tokenizer", "tokenizer.json", "'tokenizer' must be an object"),
+    ("dims", {"hidden": "64"}, "'dims' must give integer"),
+    ("special_ids", {}, "'special_ids' must give an integer 'pad'"),
+    ("max_length", 1, "'max_length' must be an integer >= 2"),
+    ("files", {"model.onnx": "x"}, "must list the graph and the tokenizer"),
+    ("files", {"model.onnx": "x", "tokenizer.json": "y", "../etc/passwd": "z"}, "only name files inside"),
+])
+def test_malformed_manifest_fields(artifact_copy, key, value, message):
+    path = artifact_copy / "manifest.json"
+    data = json.loads(path.read_text())
+    data[key] = value
+    path.write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=message):
+        M3Runtime(artifact_copy)
+
+
 def test_unsupported_format_version(artifact_copy):
     path = artifact_copy / "manifest.json"
     data = json.loads(path.read_text())
