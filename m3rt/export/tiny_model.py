@@ -9,6 +9,9 @@ Its outputs are meaningless: it exists to exercise the exporter, the runtime and
 from __future__ import annotations
 
 import json
+import math
+import unicodedata
+from collections import Counter
 from pathlib import Path
 
 # A few sentences per script, enough for the unigram trainer to find subwords in each.
@@ -57,20 +60,35 @@ BGE_M3_SHAPE = dict(
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
 
 
+def _unigram_pieces(texts: list[str], size: int) -> list[tuple[str, float]]:
+    """Train unigram pieces by counting: every character, plus the most useful frequent substrings of
+    words (with the `▁` word marker), scored by log frequency. Deterministic, unlike the `tokenizers`
+    trainer, which picks rare pieces differently from run to run."""
+    counts: Counter[str] = Counter()
+    for text in texts:
+        for word in unicodedata.normalize("NFKC", text).split():
+            word = "▁" + word
+            for i in range(len(word)):
+                for j in range(i + 1, min(i + 8, len(word)) + 1):
+                    counts[word[i:j]] += 1
+    chars = sorted(p for p in counts if len(p) == 1)
+    multi = sorted((p for p in counts if len(p) > 1 and counts[p] >= 2), key=lambda p: (-counts[p] * len(p), p))
+    chosen = chars + multi[: max(0, size - len(chars))]
+    total = sum(counts[p] for p in chosen)
+    return sorted(((p, math.log(counts[p] / total)) for p in chosen), key=lambda ps: (-ps[1], ps[0]))
+
+
 def build_tokenizer(vocab_size: int = 600):
     """An XLM-R style unigram tokenizer trained on CORPUS: specials at ids 0-3, `<mask>` last."""
-    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import Unigram
 
-    tok = Tokenizer(Unigram())
+    vocab = [(t, 0.0) for t in SPECIAL_TOKENS] + _unigram_pieces(CORPUS, vocab_size - len(SPECIAL_TOKENS) - 1)
+    tok = Tokenizer(Unigram(vocab, unk_id=SPECIAL_TOKENS.index("<unk>")))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace("  ", " ")])
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token="<unk>", show_progress=False
-    )
-    tok.train_from_iterator(CORPUS, trainer=trainer)
-    tok.add_special_tokens(["<mask>"])
+    tok.add_special_tokens(SPECIAL_TOKENS + ["<mask>"])
     # XLM-R's post-processor: without it no <s>/</s> are added and everything downstream is off by one.
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>",
@@ -80,6 +98,21 @@ def build_tokenizer(vocab_size: int = 600):
     for i, t in enumerate(SPECIAL_TOKENS):
         assert tok.token_to_id(t) == i, f"special token {t} must have id {i}"
     return tok
+
+
+def _calibrate_sparse(model, tok, sparse) -> None:
+    """Scale and shift the random sparse head so that, over CORPUS, about 40% of the tokens get a
+    positive weight, typically 0.1-0.5 like bge-m3's. An uncalibrated random head often gives
+    every token weight 0 after the relu, and then the sparse outputs test nothing."""
+    import torch
+
+    rows = [torch.tensor(e.ids) for e in tok.encode_batch(CORPUS)]
+    ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=1)
+    mask = (ids != 1).long()
+    hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state[mask.bool()]
+    raw = hidden @ sparse.weight[0]
+    sparse.weight.mul_(0.25 / raw.std())
+    sparse.bias.fill_(-float(torch.quantile(raw * (0.25 / raw.std()), 0.6)))
 
 
 def build_tiny_model(out: str | Path, seed: int = 0, **config_overrides) -> Path:
@@ -103,14 +136,21 @@ def build_tiny_model(out: str | Path, seed: int = 0, **config_overrides) -> Path
     cfg = XLMRobertaConfig(**{"vocab_size": tok.get_vocab_size(), **TINY_CONFIG, **config_overrides})
     torch.manual_seed(seed)
     model = XLMRobertaModel(cfg).eval()
+    with torch.no_grad():
+        # Wide word embeddings: token identity then outweighs the shared position/type components,
+        # so texts (and tokens) get clearly different vectors (mean dense cosine ~0.5, not ~0.8).
+        model.embeddings.word_embeddings.weight.normal_(0.0, 1.0)
+        model.embeddings.word_embeddings.weight[cfg.pad_token_id].zero_()
     model.save_pretrained(out, safe_serialization=True)
     hidden = cfg.hidden_size
     colbert = torch.nn.Linear(hidden, hidden)
     sparse = torch.nn.Linear(hidden, 1)
     with torch.no_grad():
-        for layer in (colbert, sparse):
-            layer.weight.normal_(0.0, hidden ** -0.5)
-            layer.bias.normal_(0.0, 0.1)
+        colbert.weight.normal_(0.0, hidden ** -0.5)
+        colbert.bias.normal_(0.0, 0.1)
+        sparse.weight.normal_(0.0, 1.0)
+        sparse.bias.zero_()
+        _calibrate_sparse(model, tok, sparse)
     # Upstream ships colbert_linear.pt in fp16; loading upcasts it exactly.
     torch.save({k: v.half() for k, v in colbert.state_dict().items()}, out / "colbert_linear.pt")
     torch.save(sparse.state_dict(), out / "sparse_linear.pt")
