@@ -51,25 +51,18 @@ class M3Runtime:
         return_dense: bool | None = None, return_sparse: bool | None = None,
         return_colbert_vecs: bool | None = None,
     ) -> dict:
-        c = self.config
-        return self._encode(
-            sentences, _default(batch_size, c.batch_size), _default(max_length, c.passage_max_length),
-            _default(return_dense, c.return_dense), _default(return_sparse, c.return_sparse),
-            _default(return_colbert_vecs, c.return_colbert_vecs),
-        )
+        return self._encode_with_defaults(sentences, batch_size, max_length, self.config.passage_max_length,
+                                          return_dense, return_sparse, return_colbert_vecs)
 
     def encode_queries(
         self, queries: str | Sequence[str], batch_size: int | None = None, max_length: int | None = None,
         return_dense: bool | None = None, return_sparse: bool | None = None,
         return_colbert_vecs: bool | None = None,
     ) -> dict:
-        c = self.config
-        queries = self._with_instruction(queries)
-        return self._encode(
-            queries, _default(batch_size, c.batch_size), _default(max_length, c.query_max_length),
-            _default(return_dense, c.return_dense), _default(return_sparse, c.return_sparse),
-            _default(return_colbert_vecs, c.return_colbert_vecs),
-        )
+        """As encode, with the query instruction (if configured) and query_max_length by default."""
+        return self._encode_with_defaults(self._with_instruction(queries), batch_size, max_length,
+                                          self.config.query_max_length, return_dense, return_sparse,
+                                          return_colbert_vecs)
 
     def encode_corpus(
         self, corpus: str | Sequence[str], batch_size: int | None = None, max_length: int | None = None,
@@ -77,6 +70,15 @@ class M3Runtime:
         return_colbert_vecs: bool | None = None,
     ) -> dict:
         return self.encode(corpus, batch_size, max_length, return_dense, return_sparse, return_colbert_vecs)
+
+    def _encode_with_defaults(self, texts, batch_size, max_length, default_max_length, dense, sparse, colbert):
+        """Arguments left as None take the configured defaults, as in BGEM3FlagModel."""
+        c = self.config
+        return self._encode(
+            texts, _default(batch_size, c.batch_size), _default(max_length, default_max_length),
+            _default(dense, c.return_dense), _default(sparse, c.return_sparse),
+            _default(colbert, c.return_colbert_vecs),
+        )
 
     def _encode(self, sentences, batch_size, max_length, dense, sparse, colbert) -> dict:
         single = isinstance(sentences, str)
