@@ -176,3 +176,23 @@ def test_real_bge_m3_shape_exports_with_external_data(tmp_path):
     print("validation", json.dumps(m["validation"]["outputs"]))
     enc = M3Runtime(out).encode(["hello world"], return_sparse=True, return_colbert_vecs=True)
     assert enc["dense_vecs"].shape == (1, 1024) and enc["colbert_vecs"][0].shape[1] == 1024
+
+
+def test_hub_id_downloads_top_level_files(tiny_model_dir, tmp_path, monkeypatch):
+    """A hub id goes through huggingface_hub (stubbed here: no network in tests), safetensors first."""
+    import huggingface_hub
+
+    from m3rt.export import export
+
+    calls = []
+
+    def fake_snapshot_download(repo_id, allow_patterns):
+        calls.append((repo_id, allow_patterns))
+        return str(tiny_model_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    out = export("BAAI/bge-m3", tmp_path / "out")
+    assert json.loads((out / "manifest.json").read_text())["source"] == "BAAI/bge-m3"
+    assert len(calls) == 1 and calls[0][0] == "BAAI/bge-m3"
+    assert "model.safetensors" in calls[0][1] and "pytorch_model.bin" not in calls[0][1]
+    assert {"colbert_linear.pt", "sparse_linear.pt", "tokenizer.json"} <= set(calls[0][1])

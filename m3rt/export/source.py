@@ -9,6 +9,8 @@ from m3rt.errors import SourceError
 
 HEAD_FILES = ("colbert_linear.pt", "sparse_linear.pt")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_TOP_LEVEL = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+              "sentencepiece.bpe.model", *HEAD_FILES]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -30,8 +32,12 @@ def resolve_source(source: str | Path) -> Path:
             "pass a local directory in the BAAI/bge-m3 layout"
         ) from None
     try:
-        return Path(snapshot_download(repo_id=text, allow_patterns=[
-            "*.json", "*.safetensors", "*.bin", "*.pt", "*.model", "*.txt"]))
+        # Top-level files only (bge-m3's repo also holds an onnx/ folder), safetensors weights first:
+        # the .bin twin is another 2.2 GB, fetched only when there are no safetensors.
+        root = Path(snapshot_download(repo_id=text, allow_patterns=[*_TOP_LEVEL, WEIGHT_FILES[0]]))
+        if not (root / WEIGHT_FILES[0]).is_file():
+            root = Path(snapshot_download(repo_id=text, allow_patterns=[*_TOP_LEVEL, WEIGHT_FILES[1]]))
+        return root
     except Exception as e:  # offline, unknown repo, auth: all end the same way for the user
         raise SourceError(
             f"{source}: not a local directory, and it could not be downloaded from the hub "
