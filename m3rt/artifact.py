@@ -58,10 +58,6 @@ class Manifest:
         return int(self.data["dims"]["hidden"])
 
     @property
-    def colbert_dim(self) -> int:
-        return int(self.data["dims"]["colbert"])
-
-    @property
     def max_length(self) -> int:
         return int(self.data["max_length"])
 
