@@ -106,13 +106,15 @@ def _calibrate_sparse(model, tok, sparse) -> None:
     every token weight 0 after the relu, and then the sparse outputs test nothing."""
     import torch
 
+    pad = model.config.pad_token_id
     rows = [torch.tensor(e.ids) for e in tok.encode_batch(CORPUS)]
-    ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=1)
-    mask = (ids != 1).long()
+    ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad)
+    mask = (ids != pad).long()
     hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state[mask.bool()]
     raw = hidden @ sparse.weight[0]
-    sparse.weight.mul_(0.25 / raw.std())
-    sparse.bias.fill_(-float(torch.quantile(raw * (0.25 / raw.std()), 0.6)))
+    scale = 0.25 / raw.std()
+    sparse.weight.mul_(scale)
+    sparse.bias.fill_(-float(torch.quantile(raw * scale, 0.6)))
 
 
 def build_tiny_model(out: str | Path, seed: int = 0, **config_overrides) -> Path:
