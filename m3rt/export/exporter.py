@@ -1,5 +1,6 @@
 """export(): load the model, trace one ONNX graph with the three heads inside, copy the tokenizer,
-validate the graph against PyTorch on a probe batch, and write the manifest with checksums.
+validate the graph against PyTorch on a probe batch, reduce its precision if asked (checked against the
+fp32 graph), and write the manifest with checksums.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -14,13 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from m3rt.artifact import EXTERNAL_DATA, FORMAT_VERSION, GRAPH, INPUT_NAMES, MANIFEST, OUTPUT_NAMES, TOKENIZER, write_manifest
+from m3rt.artifact import (EXTERNAL_DATA, FORMAT_VERSION, GRAPH, INPUT_NAMES, MANIFEST, OUTPUT_NAMES, PRECISIONS,
+                           TOKENIZER, write_manifest)
 from m3rt.errors import SourceError
+from m3rt.export.attention import ATTENTION_KINDS
 from m3rt.export.source import check_source_files, resolve_source
+from m3rt.runtime.tokenize import TextTokenizer
 
 log = logging.getLogger("m3rt.export")
 
-PRECISIONS = ("fp32",)
 TOKENIZER_FILES = (TOKENIZER, "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model")
 # FlagEmbedding skips these specials in the lexical weights (its tokenizer's cls/eos/pad/unk).
 SPARSE_SKIP_ROLES = ("cls_token", "eos_token", "pad_token", "unk_token")
@@ -28,10 +32,17 @@ XLMR_SPECIALS = {"cls_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", 
 
 
 def export(source: str | Path, out: str | Path, *, precision: str = "fp32", opset: int = 17,
-           overwrite: bool = False) -> Path:
-    """Export `source` (a BAAI/bge-m3-layout directory or hub id) to the artifact directory `out`."""
+           overwrite: bool = False, enforce_fidelity: bool = True, attention: str = "fused") -> Path:
+    """Export `source` (a BAAI/bge-m3-layout directory or hub id) to the artifact directory `out`.
+
+    A reduced-precision graph (int8) past its fidelity thresholds fails the export; with
+    enforce_fidelity=False it is only recorded (and logged), for benchmark models with random weights.
+    attention: "fused" (onnxruntime's MultiHeadAttention, flash on the CPU) or "standard" (plain ONNX ops,
+    what TensorRT reads); see export/attention.py."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not supported (supported: {', '.join(PRECISIONS)})")
+    if attention not in ATTENTION_KINDS:
+        raise ValueError(f"attention {attention!r} is not one of {', '.join(ATTENTION_KINDS)}")
     if opset < 17:
         raise ValueError(f"opset {opset} is too old: m3rt exports with opset >= 17")
     out = Path(out)
@@ -41,6 +52,17 @@ def export(source: str | Path, out: str | Path, *, precision: str = "fp32", opse
         if not (out / MANIFEST).is_file():
             raise FileExistsError(f"{out}: not an m3rt artifact; refusing to overwrite it")
         shutil.rmtree(out)
+    try:
+        _export_into(source, out, precision, opset, enforce_fidelity, attention)
+    except BaseException:
+        # Leave no half-written artifact behind: a rerun would refuse to overwrite it.
+        if out.is_dir() and not (out / MANIFEST).is_file():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return out
+
+
+def _export_into(source, out: Path, precision: str, opset: int, enforce_fidelity: bool, attention: str) -> None:
     root = resolve_source(source)
     check_source_files(root)
     started = time.perf_counter()
@@ -53,16 +75,26 @@ def export(source: str | Path, out: str | Path, *, precision: str = "fp32", opse
     config = model.backbone.config
     specials, skip_ids = _special_ids(root, config)
     max_length = _max_length(root, config)
+    colbert_dim = model.colbert.out_features
 
     out.mkdir(parents=True, exist_ok=True)
     for name in TOKENIZER_FILES:
         if (root / name).is_file():
             shutil.copy2(root / name, out / name)
-    external = export_onnx(model, out / GRAPH, pad_id=specials["pad"], opset=opset)
-
-    log.info("validating the graph against PyTorch on a probe batch")
-    validation = _validate(model, out, specials["pad"], max_length)
-
+    tokenizer = TextTokenizer(out / TOKENIZER, specials["pad"])
+    if precision == "fp32":
+        external = export_onnx(model, out / GRAPH, pad_id=specials["pad"], opset=opset, attention=attention)
+        validation = _validate(model, out / GRAPH, tokenizer, max_length)
+    else:
+        # The fp32 graph is the reference of the reduced one; it lives beside `out` until checked.
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-fp32-") as tmp:
+            fp32_graph = Path(tmp) / GRAPH
+            export_onnx(model, fp32_graph, pad_id=specials["pad"], opset=opset, attention=attention)
+            validation = _validate(model, fp32_graph, tokenizer, max_length)
+            del model  # the quantiser holds its own copy of the weights
+            external = _reduce(fp32_graph, out / GRAPH, precision)
+            validation[precision] = _check_fidelity(fp32_graph, out / GRAPH, precision, tokenizer, max_length,
+                                                    skip_ids, enforce_fidelity)
     tok_cfg = _read_json(root / "tokenizer_config.json")
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -71,13 +103,14 @@ def export(source: str | Path, out: str | Path, *, precision: str = "fp32", opse
         "model_type": config.model_type,
         "precision": precision,
         "opset": opset,
+        "attention": attention,
         "graph": GRAPH,
         "external_data": EXTERNAL_DATA if external else None,
         "inputs": list(INPUT_NAMES),
         "outputs": list(OUTPUT_NAMES),
         "dims": {
             "hidden": config.hidden_size,
-            "colbert": model.colbert.out_features,
+            "colbert": colbert_dim,
             "vocab": config.vocab_size,
             "layers": config.num_hidden_layers,
             "heads": config.num_attention_heads,
@@ -94,27 +127,55 @@ def export(source: str | Path, out: str | Path, *, precision: str = "fp32", opse
     }
     write_manifest(out, manifest)
     log.info("artifact written to %s in %.1f s", out, time.perf_counter() - started)
-    return out
 
 
-def _validate(model, out: Path, pad_id: int, max_length: int) -> dict:
-    import onnxruntime as ort
+def _validate(model, graph_path: Path, tokenizer, max_length: int) -> dict:
     import torch
 
     from m3rt.export.validate import compare, probe_batch
-    from m3rt.runtime.tokenize import TextTokenizer
 
-    tokenizer = TextTokenizer(out / TOKENIZER, pad_id)
+    log.info("validating the fp32 graph against PyTorch on a probe batch")
     ids, mask = probe_batch(tokenizer, max_length)
     with torch.no_grad():
         ref = model(torch.from_numpy(ids), torch.from_numpy(mask))
     reference = {name: t.numpy() for name, t in zip(OUTPUT_NAMES, ref)}
-    session = ort.InferenceSession(str(out / GRAPH), providers=["CPUExecutionProvider"])
-    graph = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {"input_ids": ids, "attention_mask": mask})))
+    graph = _run_graph(graph_path, ids, mask)
     report = compare(reference, graph)
     log.info("validation: %s", ", ".join(f"{k} max abs err {v['max_abs_err']:.2e}" for k, v in report.items()))
     return {"probe_batch": list(ids.shape), "probe_lengths": mask.sum(1).tolist(),
             "reference": "pytorch-fp32", "outputs": report}
+
+
+def _reduce(fp32_graph: Path, out_graph: Path, precision: str) -> bool:
+    """Write the reduced-precision graph; True when its weights went to EXTERNAL_DATA."""
+    if precision == "int8":
+        from m3rt.export.quantize import quantize_int8
+
+        quantize_int8(fp32_graph, out_graph)
+    else:
+        from m3rt.export.half import convert_fp16
+
+        convert_fp16(fp32_graph, out_graph)
+    return (out_graph.parent / EXTERNAL_DATA).is_file()
+
+
+def _check_fidelity(fp32_graph: Path, graph: Path, precision: str, tokenizer, max_length: int, skip_ids,
+                    enforce: bool) -> dict:
+    from m3rt.export import fidelity
+
+    log.info("checking the %s graph against the fp32 graph on %d texts", precision, len(fidelity.FIDELITY_TEXTS))
+    ids, mask = fidelity.fidelity_batch(tokenizer, max_length)
+    metrics = fidelity.measure(_run_graph(fp32_graph, ids, mask), _run_graph(graph, ids, mask), ids, mask, skip_ids)
+    log.info("%s fidelity: %s", precision, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return fidelity.check(metrics, precision, enforce)
+
+
+def _run_graph(graph: Path, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    values = session.run(list(OUTPUT_NAMES), {"input_ids": ids, "attention_mask": mask})
+    return dict(zip(OUTPUT_NAMES, values))
 
 
 def _read_json(path: Path) -> dict:

@@ -1,4 +1,7 @@
-"""Trace the M3 graph to ONNX with dynamic batch and sequence axes, weights in one file when over 2 GB."""
+"""Trace the M3 graph to ONNX with dynamic batch and sequence axes, weights in one file when over 2 GB.
+
+Attention is traced as a placeholder op and rewritten for onnxruntime's kernels (export/attention.py).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from pathlib import Path
 import torch
 
 from m3rt.artifact import EXTERNAL_DATA, INPUT_NAMES, OUTPUT_NAMES
+from m3rt.export.attention import PLACEHOLDER_DOMAIN, export_attention, rewrite_for_onnxruntime, rewrite_standard
 
 log = logging.getLogger("m3rt.export")
 
@@ -32,7 +36,8 @@ def _tracing_inputs(pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
-def export_onnx(model: torch.nn.Module, out_path: Path, *, pad_id: int, opset: int) -> Path | None:
+def export_onnx(model: torch.nn.Module, out_path: Path, *, pad_id: int, opset: int,
+                attention: str = "fused") -> Path | None:
     """Write `out_path` (and EXTERNAL_DATA beside it when needed). Returns the external data path or None."""
     import onnx
 
@@ -40,7 +45,7 @@ def export_onnx(model: torch.nn.Module, out_path: Path, *, pad_id: int, opset: i
     with tempfile.TemporaryDirectory(prefix="m3rt-export-") as tmp:
         raw = Path(tmp) / "raw.onnx"
         log.info("tracing the model to ONNX (opset %d)", opset)
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), export_attention(model):
             # The legacy exporter is chosen on purpose; its deprecation and tracer notes are noise here.
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -49,9 +54,14 @@ def export_onnx(model: torch.nn.Module, out_path: Path, *, pad_id: int, opset: i
                 input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
                 dynamic_axes=DYNAMIC_AXES, opset_version=opset, do_constant_folding=True,
                 dynamo=False,  # the TorchScript exporter: plain graph, measured fastest under onnxruntime
+                custom_opsets={PLACEHOLDER_DOMAIN: 1},
             )
         log.info("re-saving the graph (one external data file if over 2 GB)")
         proto = onnx.load(str(raw), load_external_data=True)
+        if attention == "fused":
+            rewrite_for_onnxruntime(proto)
+        else:
+            rewrite_standard(proto, model.backbone.config.hidden_size)
         weight_bytes = sum(len(t.raw_data) for t in proto.graph.initializer)
         external = weight_bytes > PROTOBUF_LIMIT
         data_path = out_path.parent / EXTERNAL_DATA

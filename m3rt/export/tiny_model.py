@@ -100,14 +100,14 @@ def build_tokenizer(vocab_size: int = 600):
     return tok
 
 
-def _calibrate_sparse(model, tok, sparse) -> None:
-    """Scale and shift the random sparse head so that, over CORPUS, about 40% of the tokens get a
+def calibrate_sparse(model, tok, sparse, texts) -> None:
+    """Scale and shift the random sparse head so that, over `texts`, about 40% of the tokens get a
     positive weight, typically 0.1-0.5 like bge-m3's. An uncalibrated random head often gives
     every token weight 0 after the relu, and then the sparse outputs test nothing."""
     import torch
 
     pad = model.config.pad_token_id
-    rows = [torch.tensor(e.ids) for e in tok.encode_batch(CORPUS)]
+    rows = [torch.tensor(e.ids) for e in tok.encode_batch(texts)]
     ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad)
     mask = (ids != pad).long()
     hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state[mask.bool()]
@@ -152,7 +152,7 @@ def build_tiny_model(out: str | Path, seed: int = 0, **config_overrides) -> Path
         colbert.bias.normal_(0.0, 0.1)
         sparse.weight.normal_(0.0, 1.0)
         sparse.bias.zero_()
-        _calibrate_sparse(model, tok, sparse)
+        calibrate_sparse(model, tok, sparse, CORPUS)
     # Upstream ships colbert_linear.pt in fp16; loading upcasts it exactly.
     torch.save({k: v.half() for k, v in colbert.state_dict().items()}, out / "colbert_linear.pt")
     torch.save(sparse.state_dict(), out / "sparse_linear.pt")

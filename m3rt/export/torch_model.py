@@ -20,8 +20,12 @@ class M3Graph(nn.Module):
         self.backbone = backbone
         self.colbert = colbert
         self.sparse = sparse
+        # Export-time attention stand-ins that need the raw [B, S] mask (see export/attention.py).
+        self.mask_readers: list[nn.Module] = []
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        for reader in self.mask_readers:
+            reader.key_mask = attention_mask
         h = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         dense = F.normalize(h[:, 0], dim=-1)
         sparse = torch.relu(self.sparse(h)).squeeze(-1)
@@ -42,15 +46,16 @@ def _load_head(path: Path, in_features: int) -> nn.Linear:
     return layer
 
 
-def load_m3_graph(root: Path) -> M3Graph:
+def load_m3_graph(root: Path, attention: str = "eager") -> M3Graph:
     """Load backbone and heads from a model directory, fp32, eval mode, eager attention.
 
     Eager attention keeps the padding mask in the traced graph (the SDPA path drops it when the
-    tracing batch happens to have no padding).
+    tracing batch happens to have no padding). The benchmark's PyTorch baseline asks for "sdpa", what
+    FlagEmbedding gets by default.
     """
     from transformers import AutoModel
 
-    backbone = AutoModel.from_pretrained(root, attn_implementation="eager", dtype=torch.float32)
+    backbone = AutoModel.from_pretrained(root, attn_implementation=attention, dtype=torch.float32)
     hidden = backbone.config.hidden_size
     colbert = _load_head(root / "colbert_linear.pt", hidden)
     sparse = _load_head(root / "sparse_linear.pt", hidden)

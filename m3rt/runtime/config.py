@@ -20,6 +20,11 @@ class RuntimeConfig:
     query_instruction_format: str = "{}{}"
     # onnxruntime threads inside one operator; 0 lets onnxruntime pick (one per core).
     intra_op_threads: int = 0
+    # onnxruntime's CPU memory arena: off keeps memory bounded under dynamic shapes (see ort_cpu.py).
+    cpu_memory_arena: bool = False
+    # GPU backends: which CUDA device, and where TensorRT engines are cached (default: inside the artifact).
+    device_id: int = 0
+    engine_cache_dir: str | None = None
     # A progress line on stderr while encoding takes more than a couple of seconds.
     show_progress: bool = False
     # Hash every artifact file against the manifest at load time.

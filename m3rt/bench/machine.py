@@ -1,0 +1,67 @@
+"""Where and with what a benchmark ran: CPU, platform, package versions and the git commit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("m3rt", "onnxruntime", "torch", "transformers", "FlagEmbedding", "numpy", "tokenizers")
+# Thread settings that change CPU timings; recorded so two runs can be compared.
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict:
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "env": {k: os.environ.get(k) for k in THREAD_ENV},
+    }
+
+
+def versions() -> dict[str, str | None]:
+    found = {}
+    for pkg in PACKAGES:
+        try:
+            found[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            found[pkg] = None
+    return found
+
+
+def git_commit() -> str | None:
+    """Short commit of the checkout m3rt runs from, "+dirty" when tracked files differ; None outside git."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args):
+        # --no-optional-locks: a read-only look that never takes the index lock from someone else's git.
+        return subprocess.run(["git", "--no-optional-locks", *args], cwd=root, capture_output=True, text=True,
+                              timeout=30)
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        if head.returncode != 0:
+            return None
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,237 @@
+"""run_bench(): prepare the model and artifacts, build the inputs, time every backend, write the report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from m3rt.bench import machine, report
+from m3rt.bench.backends import BACKENDS, M3RT_PRECISION, check_installed, check_names, make_backend
+from m3rt.bench.models import PRESETS, default_work_dir, prepare_artifact, prepare_model
+from m3rt.bench.stages import stage_split
+from m3rt.bench.texts import ExactLengthTexts
+from m3rt.bench.timing import measure_corpus, measure_point
+from m3rt.progress import Progress
+
+log = logging.getLogger("m3rt.bench")
+
+
+def run_bench(
+    preset: str | None = None,
+    model: str | Path | None = None,
+    out: str | Path = "bench/results",
+    work_dir: str | Path | None = None,
+    backends: Sequence[str] = BACKENDS,
+    batch_sizes: Sequence[int] = (1, 8),
+    seq_lengths: Sequence[int] = (128, 512),
+    sweep_lengths: Sequence[int] = (32, 128, 512),
+    corpus_size: int = 200,
+    corpus_min_tokens: int = 8,
+    corpus_max_tokens: int = 512,
+    corpus_batch_size: int = 32,
+    reps: int = 10,
+    time_budget_s: float = 60.0,
+    threads: int = 0,
+    seed: int = 0,
+    name: str | None = None,
+) -> dict:
+    """Time FlagEmbedding and m3rt's CPU backends on the same inputs; write <out>/<name>.{json,md,png}.
+
+    preset: "tiny" (a few-MB TEST model, seconds; the default without `model`) or "bge-m3-random" (the real
+    bge-m3 shape with random weights, ~2.3 GB). model: a local BAAI/bge-m3-layout directory instead.
+    Models and artifacts are cached in work_dir (default ~/.cache/m3rt/bench/<preset>).
+    The first backend is the baseline of every speedup (its p50 / the backend's p50).
+    reps: timed calls per backend and grid or sweep point, each backend's calls back to back after a warm-up;
+    time_budget_s stops a backend's calls at a point early (after at least one); rows record the calls made.
+    threads: torch and onnxruntime intra-op threads; 0 leaves each library's default.
+    Returns the dict written to <name>.json and prints the markdown summary on stdout.
+    """
+    backends = check_names(backends)
+    if model is None:
+        preset = preset or "tiny"
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)} (or pass model=DIR)")
+    elif preset is not None:
+        raise ValueError("give a preset or a model directory, not both")
+    batch_sizes = _positive_ints(batch_sizes, "batch_sizes")
+    seq_lengths = _positive_ints(seq_lengths, "seq_lengths", minimum=2)
+    sweep_lengths = _positive_ints(sweep_lengths, "sweep_lengths", minimum=2)
+    for value, what, minimum in (
+        (corpus_size, "corpus_size", 1), (corpus_min_tokens, "corpus_min_tokens", 2),
+        (corpus_max_tokens, "corpus_max_tokens", 2), (corpus_batch_size, "corpus_batch_size", 1),
+        (reps, "reps", 1), (threads, "threads", 0), (seed, "seed", 0),
+    ):
+        _check_int(value, what, minimum)
+    if corpus_min_tokens > corpus_max_tokens:
+        raise ValueError(f"corpus_min_tokens ({corpus_min_tokens}) is above corpus_max_tokens ({corpus_max_tokens})")
+    if isinstance(time_budget_s, bool) or not isinstance(time_budget_s, (int, float)) or not time_budget_s > 0:
+        raise ValueError(f"time_budget_s must be a positive number of seconds, got {time_budget_s!r}")
+    label = preset if model is None else Path(model).expanduser().resolve().name
+    name = name or f"cpu-{label}"
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"name {name!r} must be a plain file name (no folders)")
+    check_installed(backends)
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ImportError("m3rt bench needs matplotlib for the latency plot")
+
+    out = Path(out)
+    work_dir = Path(work_dir) if work_dir is not None else default_work_dir(preset, model)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    model_dir = prepare_model(preset, model, work_dir)
+    artifacts = {b: prepare_artifact(model_dir, work_dir, M3RT_PRECISION[b], random_weights=model is None)
+                 for b in backends if b in M3RT_PRECISION}
+
+    config = json.loads((model_dir / "config.json").read_text())
+    hidden = int(config["hidden_size"])
+    tokenizer, max_tokens = _tokenizer(model_dir, config, artifacts)
+    longest = max(*seq_lengths, *sweep_lengths, corpus_max_tokens)
+    if longest > max_tokens:
+        raise ValueError(f"{longest} tokens asked for, above the model's limit of {max_tokens}")
+    maker = ExactLengthTexts(tokenizer, max_tokens)
+    # One generator per input set, seeded by what it is for: a point's texts do not depend on the others.
+    grid_texts = {(b, n): maker.texts([n] * b, np.random.default_rng([seed, b, n]))
+                  for b in batch_sizes for n in seq_lengths}
+    sweep_todo = [n for n in sweep_lengths if not (1 in batch_sizes and n in seq_lengths)]
+    sweep_texts = {n: maker.texts([n], np.random.default_rng([seed, 1, n])) for n in sweep_todo}
+    corpus_lengths = np.random.default_rng([seed, 0, 0]).integers(corpus_min_tokens, corpus_max_tokens + 1,
+                                                                  size=corpus_size)
+    corpus_texts = maker.texts(corpus_lengths, np.random.default_rng([seed, 0, 1]))
+    corpus_lengths = corpus_lengths.tolist()
+
+    log.info("loading backends: %s", ", ".join(backends))
+    runners = [make_backend(b, model_dir, artifacts, threads) for b in backends]
+    m3rt_runners = [r for r in runners if r.name in M3RT_PRECISION]
+    per_point = len(runners) * (1 + reps)
+    total = per_point * (len(grid_texts) + len(sweep_texts)) + 2 * len(runners) + len(m3rt_runners)
+    progress = Progress(total, "bench")
+
+    # Which backend goes first rotates from point to point: none always runs on a cold or a warm machine.
+    turn = iter(range(len(grid_texts) + len(sweep_texts)))
+    latency = []
+    for (b, n), texts in grid_texts.items():
+        latency += _rows(measure_point(_rotated(runners, next(turn)), texts, b, n, reps, time_budget_s, hidden,
+                                       progress), {"batch_size": b, "seq_length": n}, backends)
+    sweep = [{**r, "from_grid": True} for r in latency if r["batch_size"] == 1 and r["seq_length"] in sweep_lengths]
+    for n, texts in sweep_texts.items():
+        sweep += [{**r, "from_grid": False} for r in _rows(
+            measure_point(_rotated(runners, next(turn)), texts, 1, n, reps, time_budget_s, hidden, progress),
+            {"batch_size": 1, "seq_length": n}, backends)]
+    sweep.sort(key=lambda r: (r["seq_length"], backends.index(r["backend"])))
+
+    # max_length = corpus_max_tokens: no text is longer, so nothing is truncated.
+    corpus = measure_corpus(runners, corpus_texts, corpus_lengths, corpus_batch_size, corpus_max_tokens, hidden,
+                            progress)
+    base = corpus[backends[0]]["seconds"]
+    corpus_rows = [{"backend": b, "batch_size": corpus_batch_size, "max_length": corpus_max_tokens, **corpus[b],
+                    "speedup_vs_baseline": base / corpus[b]["seconds"]} for b in backends]
+    stages = []
+    for r in m3rt_runners:
+        split = stage_split(r.runtime, corpus_texts, corpus_batch_size, corpus_max_tokens)
+        stages.append({"backend": r.name, **split, "encode_s": corpus[r.name]["seconds"]})
+        progress.update(1)
+    progress.close()
+
+    result = {
+        "name": name,
+        "date": machine.utc_now(),
+        "git_commit": machine.git_commit(),
+        "machine": machine.machine_info(),
+        "versions": machine.versions(),
+        "preset": preset,
+        "model_dir": str(model_dir),
+        "model_label": f"{preset} preset (TEST model, random weights)" if model is None else str(model_dir),
+        "work_dir": str(work_dir),
+        "artifacts": {b: str(p) for b, p in artifacts.items()},
+        "baseline": backends[0],
+        "threads": {r.name: r.threads for r in runners},
+        "parameters": {
+            "backends": list(backends), "batch_sizes": batch_sizes, "seq_lengths": seq_lengths,
+            "sweep_lengths": sweep_lengths, "reps": reps, "time_budget_s": time_budget_s, "threads": threads,
+            "seed": seed,
+            "corpus": {"size": corpus_size, "min_tokens": corpus_min_tokens, "max_tokens": corpus_max_tokens,
+                       "batch_size": corpus_batch_size, "token_lengths": corpus_lengths},
+        },
+        "notes": _notes(preset, backends),
+        "latency": latency,
+        "sweep": sweep,
+        "corpus": corpus_rows,
+        "stages": stages,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    files = {ext: out / f"{name}.{ext}" for ext in ("json", "md", "png")}
+    result["files"] = {ext: str(p) for ext, p in files.items()}
+    text = report.markdown(result)
+    report.plot_sweep(result, files["png"])
+    files["md"].write_text(text, encoding="utf-8")
+    report.write_json(result, files["json"])
+    print(text, end="")
+    return result
+
+
+def _rotated(items: list, shift: int) -> list:
+    shift %= len(items)
+    return items[shift:] + items[:shift]
+
+
+def _rows(summaries: dict[str, dict], point: dict, backends: tuple[str, ...]) -> list[dict]:
+    base = summaries[backends[0]]["p50_s"]
+    return [{**point, "backend": b, **summaries[b], "speedup_vs_baseline": base / summaries[b]["p50_s"]}
+            for b in backends]
+
+
+def _tokenizer(model_dir: Path, config: dict, artifacts: dict[str, Path]):
+    """m3rt's tokenizer (the artifact's when there is one) and the model's token limit."""
+    from m3rt.artifact import read_manifest
+    from m3rt.runtime.tokenize import TextTokenizer
+
+    if artifacts:
+        manifest = read_manifest(next(iter(artifacts.values())), verify=False)
+        tok_cfg = manifest.data["tokenizer"]
+        return (TextTokenizer(manifest.tokenizer_path, manifest.pad_id,
+                              bool(tok_cfg.get("clean_up_tokenization_spaces"))), manifest.max_length)
+    # FlagEmbedding alone: the model directory's tokenizer, and RoBERTa's usable positions.
+    pad = int(config.get("pad_token_id", 1))
+    return TextTokenizer.from_model_dir(model_dir, pad), int(config["max_position_embeddings"]) - pad - 1
+
+
+def _notes(preset: str | None, backends: tuple[str, ...]) -> list[str]:
+    notes = ["inputs: texts built word by word to tokenize to exactly N tokens, <s> and </s> included "
+             "(checked with m3rt's tokenizer, and by every backend returning N-1 ColBERT vectors per text); "
+             "max_length = N"]
+    if "flagembedding" in backends:
+        notes.append("FlagEmbedding's encode runs its first batch twice (a batch-size probe before its loop), "
+                     "so a call that fits in one batch runs the model twice; that is the cost its users pay "
+                     "and it is timed as is")
+    if len(backends) > 1:
+        notes.append("each point times its backends one after the other (warm-up, then its calls back to back), "
+                     "the order rotating between points: alternating backends call by call timed the switch "
+                     "between torch's and onnxruntime's thread pools (up to 2x on 2 cores)")
+    if preset is not None:
+        notes.append(f"{preset}: a TEST model with random weights; its timings are real, its outputs meaningless")
+    return notes
+
+
+def _check_int(value, what: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
+
+
+def _positive_ints(values, what: str, minimum: int = 1) -> list[int]:
+    if isinstance(values, (int, str)):
+        values = [values] if isinstance(values, int) else [v for v in values.split(",") if v.strip()]
+    try:
+        values = [int(v) if isinstance(v, str) else v for v in values]
+    except ValueError:
+        raise ValueError(f"{what} must be integers, got {values!r}") from None
+    if not values:
+        raise ValueError(f"{what} is empty")
+    for v in values:
+        _check_int(v, what, minimum)
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} repeats a value: {values}")
+    return [int(v) for v in values]

@@ -1,0 +1,88 @@
+"""Timing encode calls: every backend on the same inputs in one run, warm-up first, a time budget per point."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import numpy as np
+
+
+def summarise(times: list[float]) -> dict:
+    p50, p90, p99 = np.percentile(times, [50, 90, 99])
+    return {"reps": len(times), "p50_s": float(p50), "p90_s": float(p90), "p99_s": float(p99),
+            "mean_s": float(np.mean(times)), "min_s": float(np.min(times)), "max_s": float(np.max(times)),
+            "times_s": [float(t) for t in times]}
+
+
+def check_outputs(backend: str, result: dict, token_lengths, hidden: int) -> None:
+    """All three outputs are there, one per text, with one ColBERT vector per token but <s>:
+    also proves each backend saw the intended token count."""
+    n = len(token_lengths)
+    dense, lexical, colbert = result["dense_vecs"], result["lexical_weights"], result["colbert_vecs"]
+    problems = []
+    if dense is None or tuple(np.shape(dense)) != (n, hidden):
+        problems.append(f"dense_vecs shape {None if dense is None else np.shape(dense)}, expected {(n, hidden)}")
+    if lexical is None or len(lexical) != n:
+        problems.append(f"lexical_weights for {None if lexical is None else len(lexical)} texts, expected {n}")
+    if colbert is None or len(colbert) != n:
+        problems.append(f"colbert_vecs for {None if colbert is None else len(colbert)} texts, expected {n}")
+    else:
+        wrong = [(i, len(v), int(t) - 1) for i, (v, t) in enumerate(zip(colbert, token_lengths)) if len(v) != int(t) - 1]
+        if wrong:
+            i, got, want = wrong[0]
+            problems.append(f"text {i} has {got} ColBERT vectors, expected {want} ({len(wrong)} texts off)")
+    if problems:
+        raise RuntimeError(f"backend {backend} returned unexpected outputs: " + "; ".join(problems))
+
+
+def measure_point(backends, texts: list[str], batch_size: int, max_length: int, reps: int,
+                  time_budget_s: float, hidden: int, progress) -> dict[str, dict]:
+    """Latency of one encode call of `texts` per backend: {name: summary}.
+
+    Backend by backend: a warm-up call (outputs checked), then up to `reps` timed calls back to back,
+    stopping early once that backend has spent `time_budget_s` on timed calls (one call is always made).
+    Calls of different backends are not alternated one by one: right after a torch call, an onnxruntime
+    call (and the reverse) ran up to 2x slower on a 2-core machine (the other library's thread pool still
+    spinning, its own gone cold), which would time the switch rather than the backend.
+    """
+    lengths = [max_length] * len(texts)
+    summaries = {}
+    for b in backends:
+        check_outputs(b.name, b.encode(texts, batch_size, max_length), lengths, hidden)
+        progress.update(1)
+        gc.collect()  # garbage of the warm-up must not be collected inside a timed call
+        times = []
+        started = time.perf_counter()
+        while len(times) < reps:
+            t0 = time.perf_counter()
+            b.encode(texts, batch_size, max_length)
+            times.append(time.perf_counter() - t0)
+            progress.update(1)
+            if time.perf_counter() - started >= time_budget_s:
+                break
+        progress.update(reps - len(times))  # the calls the budget cut, so the bar still ends full
+        summaries[b.name] = {**summarise(times), "budget_hit": len(times) < reps}
+    return summaries
+
+
+def measure_corpus(backends, texts: list[str], token_lengths, batch_size: int, max_length: int, hidden: int,
+                   progress) -> dict[str, dict]:
+    """Throughput of one encode call over the whole corpus per backend, each right after a warm-up call
+    on the corpus's longest batch."""
+    longest = np.argsort(-np.asarray(token_lengths), kind="stable")[:batch_size]
+    warm_texts, warm_lengths = [texts[i] for i in longest], [token_lengths[i] for i in longest]
+    tokens = int(np.sum(token_lengths))
+    rows = {}
+    for b in backends:
+        check_outputs(b.name, b.encode(warm_texts, batch_size, max_length), warm_lengths, hidden)
+        progress.update(1)
+        gc.collect()
+        t0 = time.perf_counter()
+        result = b.encode(texts, batch_size, max_length)
+        seconds = time.perf_counter() - t0
+        check_outputs(b.name, result, token_lengths, hidden)
+        rows[b.name] = {"texts": len(texts), "tokens": tokens, "seconds": seconds,
+                        "texts_per_s": len(texts) / seconds, "tokens_per_s": tokens / seconds}
+        progress.update(1)
+    return rows

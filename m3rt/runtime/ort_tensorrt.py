@@ -1,0 +1,50 @@
+"""onnxruntime's TensorRT execution provider: TensorRT engines built and cached by onnxruntime, fp16,
+with the optimisation profiles of m3rt.runtime.profiles; IO binding as the CUDA backend.
+Needs an artifact exported with attention="standard" (TensorRT cannot run com.microsoft ops; onnxruntime
+would hand those nodes to CUDA and split the graph). NOT YET RUN ON A GPU (see README).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from m3rt.artifact import Manifest
+from m3rt.runtime.config import RuntimeConfig
+from m3rt.runtime.ort_cuda import OrtCudaEngine, provider_missing
+from m3rt.runtime.profiles import profiles_for, shape_strings
+
+PROVIDER = "TensorrtExecutionProvider"
+
+
+class OrtTensorrtEngine(OrtCudaEngine):
+    name = "onnxruntime-tensorrt"
+
+    def providers(self, manifest: Manifest, config: RuntimeConfig) -> list:
+        cache = Path(config.engine_cache_dir or manifest.root / "trt-cache")
+        cache.mkdir(parents=True, exist_ok=True)
+        mins, opts, maxs = shape_strings(profiles_for(manifest.max_length, config.max_batch_tokens, config.batch_size))
+        options = {
+            "device_id": config.device_id,
+            "trt_fp16_enable": True,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(cache),
+            "trt_profile_min_shapes": mins,
+            "trt_profile_opt_shapes": opts,
+            "trt_profile_max_shapes": maxs,
+        }
+        return [(PROVIDER, options), ("CUDAExecutionProvider", {"device_id": config.device_id})]
+
+
+def available() -> str | None:
+    return provider_missing(PROVIDER)
+
+
+def unsuitable(manifest: Manifest) -> str | None:
+    if manifest.precision == "int8":
+        return "int8 artifacts are for the CPU"
+    if manifest.data.get("attention") != "standard":
+        return (f"TensorRT needs an artifact exported with --attention standard (this one has "
+                f"{manifest.data.get('attention', 'fused')!r}: com.microsoft ops)")
+    return None
