@@ -24,6 +24,13 @@ def _export(args) -> None:
     print(path)
 
 
+def _build_engine(args) -> None:
+    from m3rt.export.tensorrt_build import build_engine
+
+    print(build_engine(args.artifact, max_batch_tokens=args.max_batch_tokens, batch_size=args.batch_size,
+                       timing_cache=args.timing_cache))
+
+
 def _read_texts(args) -> list[str]:
     if args.texts and args.input:
         raise ValueError("give texts as arguments or --input, not both")
@@ -139,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--opset", type=int, default=17)
     e.add_argument("--overwrite", action="store_true", help="replace an existing artifact in --out")
     e.set_defaults(func=_export)
+
+    g = sub.add_parser("build-engine", help="build a TensorRT engine (FP16) inside an artifact exported with "
+                                            "--precision fp16 --attention standard; needs tensorrt and a GPU")
+    g.add_argument("artifact")
+    g.add_argument("--max-batch-tokens", type=int, default=16384, help="largest rows x tokens per batch")
+    g.add_argument("--batch-size", type=int, default=256, help="largest rows per batch")
+    g.add_argument("--timing-cache", default=None, help="TensorRT timing cache to reuse (default: in the artifact)")
+    g.set_defaults(func=_build_engine)
 
     c = sub.add_parser("encode", help="encode texts with an artifact; JSONL out, one line per text")
     c.add_argument("artifact")

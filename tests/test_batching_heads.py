@@ -22,6 +22,15 @@ def test_plan_batches(seed, batch_size, budget):
     for b in batches:
         assert 1 <= len(b) <= batch_size
         assert len(b) == 1 or len(b) * lengths[b].max() <= budget
+        assert len(b) * lengths[b].max() <= 1.25 * lengths[b].sum(), "padding within MAX_PADDING"
+
+
+def test_plan_batches_stops_at_the_padding_limit_but_fills_equal_lengths():
+    # Equal lengths batch fully; a long text does not drag short ones into its padded width.
+    assert [len(b) for b in plan_batches(np.full(10, 50), 4, 10_000)] == [4, 4, 2]
+    lengths = np.array([400, 390, 380, 20, 20, 19])
+    assert [sorted(b.tolist()) for b in plan_batches(lengths, 8, 10_000)] == [[0, 1, 2], [3, 4, 5]]
+    assert [len(b) for b in plan_batches(lengths, 8, 10_000, max_padding=100.0)] == [6]
 
 
 def test_pad_batch_right_with_pad_id():

@@ -203,6 +203,10 @@ def _notes(preset: str | None, backends: tuple[str, ...]) -> list[str]:
     notes = ["inputs: texts built word by word to tokenize to exactly N tokens, <s> and </s> included "
              "(checked with m3rt's tokenizer, and by every backend returning N-1 ColBERT vectors per text); "
              "max_length = N"]
+    if "pytorch" in backends:
+        notes.append("pytorch: the computation FlagEmbedding runs (transformers' fast tokenizer, the model in "
+                     "PyTorch eager fp32 with SDPA attention, the same head postprocessing), one forward per "
+                     "batch: the conservative baseline")
     if "flagembedding" in backends:
         notes.append("FlagEmbedding's encode runs its first batch twice (a batch-size probe before its loop), "
                      "so a call that fits in one batch runs the model twice; that is the cost its users pay "

@@ -29,7 +29,7 @@ def stage_split(runtime, texts: list[str], batch_size: int, max_length: int) -> 
     dense = np.zeros((n, manifest.hidden_size), dtype=np.float32)
     lexical, vectors = [None] * n, [None] * n
     t = clock()
-    batches = list(plan_batches(lengths, batch_size, config.max_batch_tokens))
+    batches = list(plan_batches(lengths, batch_size, runtime.batch_tokens))
     seconds["batching"] += clock() - t
     for idx in batches:
         t0 = clock()

@@ -7,18 +7,30 @@ from collections.abc import Iterator
 import numpy as np
 
 
-def plan_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int) -> Iterator[np.ndarray]:
-    """Yield index arrays, longest texts first, each batch within `batch_size` rows and
-    `max_batch_tokens` padded tokens (rows x its longest row). A text longer than the budget
-    goes alone: it is never dropped.
+# Padded tokens a batch may add over its real ones: padding is pure waste (measured on the CPU, int8
+# bge-m3 shape: one batch of 24 texts of 8-512 tokens ran at 209 tokens/s, the same texts one by one at 772).
+MAX_PADDING = 0.25
+
+
+def plan_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int,
+                 max_padding: float = MAX_PADDING) -> Iterator[np.ndarray]:
+    """Yield index arrays, longest texts first, each batch within `batch_size` rows, `max_batch_tokens`
+    padded tokens (rows x its longest row) and `max_padding` x its real tokens of padding. A text longer
+    than the budget goes alone: it is never dropped.
     """
-    order = np.argsort(-np.asarray(lengths), kind="stable")
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable")
     start, n = 0, len(order)
     while start < n:
         longest = int(lengths[order[start]])  # sorted: the first row sets the padded width
-        rows = max(1, min(batch_size, max_batch_tokens // max(longest, 1)))
-        yield order[start : start + rows]
-        start += rows
+        cap = min(n, start + max(1, min(batch_size, max_batch_tokens // max(longest, 1))))
+        end, real = start + 1, longest
+        # Rows come shortest-last, so once the padding is over the limit, more rows only add to it.
+        while end < cap and (end + 1 - start) * longest <= (1 + max_padding) * (real + int(lengths[order[end]])):
+            real += int(lengths[order[end]])
+            end += 1
+        yield order[start:end]
+        start = end
 
 
 def pad_batch(rows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

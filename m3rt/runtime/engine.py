@@ -10,6 +10,8 @@ import numpy as np
 
 class Engine(Protocol):
     name: str
+    # Padded tokens per call this engine runs best with, unless RuntimeConfig.max_batch_tokens says otherwise.
+    batch_tokens: int
 
     def run(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, outputs: Sequence[str]

@@ -44,6 +44,7 @@ class M3Runtime:
         except Exception as e:  # the tokenizers library raises a bare Exception on a bad file
             raise ArtifactError(f"{self.manifest.tokenizer_path}: cannot be loaded as a tokenizer ({e})") from None
         self.engine = create_engine(self.config.backend, self.manifest, self.config)
+        self.batch_tokens = self.config.max_batch_tokens or self.engine.batch_tokens
 
     # ------------------------------------------------------------------ encoding
     def encode(
@@ -98,7 +99,7 @@ class M3Runtime:
             lengths = np.array([len(r) for r in rows])
             outputs = [_OUTPUT_OF[k] for k in wanted]
             progress = Progress(n, "encoding", enabled=self.config.show_progress)
-            for idx in plan_batches(lengths, batch_size, self.config.max_batch_tokens):
+            for idx in plan_batches(lengths, batch_size, self.batch_tokens):
                 ids, mask = pad_batch([rows[i] for i in idx], self.manifest.pad_id)
                 raw = self.engine.run(ids, mask, outputs)
                 if dense:

@@ -21,6 +21,7 @@ PROVIDER = "CUDAExecutionProvider"
 
 class OrtCudaEngine:
     name = "onnxruntime-cuda"
+    batch_tokens = 16384
 
     def __init__(self, manifest: Manifest, config: RuntimeConfig):
         self.session = _session(manifest, config, self.providers(manifest, config))

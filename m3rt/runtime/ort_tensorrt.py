@@ -22,7 +22,8 @@ class OrtTensorrtEngine(OrtCudaEngine):
     def providers(self, manifest: Manifest, config: RuntimeConfig) -> list:
         cache = Path(config.engine_cache_dir or manifest.root / "trt-cache")
         cache.mkdir(parents=True, exist_ok=True)
-        mins, opts, maxs = shape_strings(profiles_for(manifest.max_length, config.max_batch_tokens, config.batch_size))
+        budget = config.max_batch_tokens or self.batch_tokens
+        mins, opts, maxs = shape_strings(profiles_for(manifest.max_length, budget, config.batch_size))
         options = {
             "device_id": config.device_id,
             "trt_fp16_enable": True,

@@ -19,6 +19,7 @@ from m3rt.runtime.profiles import INPUTS, Profile, pick
 
 class TensorRTEngine:
     name = "tensorrt"
+    batch_tokens = 16384
 
     def __init__(self, manifest: Manifest, config: RuntimeConfig):
         import tensorrt as trt
