@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
 from m3rt.artifact import PRECISIONS
 
@@ -186,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", help="a local model directory in the BAAI/bge-m3 layout instead of a preset")
     b.add_argument("--out", default="bench/results", help="folder for the results (default: bench/results)")
     b.add_argument("--work-dir", help="cache of the model and artifacts (default: ~/.cache/m3rt/bench/<preset>)")
-    b.add_argument("--backends", default="flagembedding,m3rt-fp32,m3rt-int8",
-                   help="comma-separated; the first is the baseline (default: flagembedding,m3rt-fp32,m3rt-int8)")
+    b.add_argument("--backends", default="pytorch,flagembedding,m3rt-fp32,m3rt-int8",
+                   help="comma-separated; the first is the baseline (default: pytorch,flagembedding,m3rt-fp32,m3rt-int8)")
     b.add_argument("--batch-sizes", default="1,8", help="latency grid (default: 1,8)")
     b.add_argument("--seq-lengths", default="128,512", help="latency grid, tokens (default: 128,512)")
     b.add_argument("--sweep-lengths", default="32,128,512",

@@ -16,7 +16,7 @@ import pytest
 from m3rt.bench import run_bench
 from m3rt.cli import main
 
-BACKENDS = ["flagembedding", "m3rt-fp32", "m3rt-int8"]
+BACKENDS = ["pytorch", "flagembedding", "m3rt-fp32", "m3rt-int8"]
 SMALL = dict(batch_sizes=(1, 2), seq_lengths=(16, 32), sweep_lengths=(8, 16), corpus_size=12,
              corpus_min_tokens=4, corpus_max_tokens=48, corpus_batch_size=4, reps=2)
 
@@ -45,7 +45,7 @@ def test_files_and_metadata(bench, capsys):
     assert all(f"| {b} |" in md for b in BACKENDS)
     assert result["machine"]["cores"] >= 1 and result["machine"]["cpu"]
     assert result["versions"]["onnxruntime"] and result["versions"]["FlagEmbedding"]
-    assert result["baseline"] == "flagembedding" and result["preset"] == "tiny"
+    assert result["baseline"] == "pytorch" and result["preset"] == "tiny"
     params = result["parameters"]
     assert params["backends"] == BACKENDS and params["batch_sizes"] == [1, 2] and params["seq_lengths"] == [16, 32]
     assert params["corpus"]["size"] == 12 and len(params["corpus"]["token_lengths"]) == 12
@@ -60,7 +60,7 @@ def test_latency_rows_cover_the_grid(bench):
         assert 1 <= r["reps"] <= 2 and len(r["times_s"]) == r["reps"]
         assert _finite_positive(r["p50_s"], r["p90_s"], r["p99_s"], r["mean_s"], r["speedup_vs_baseline"], *r["times_s"])
         assert r["p50_s"] <= r["p90_s"] <= r["p99_s"]
-    assert all(r["speedup_vs_baseline"] == 1.0 for r in result["latency"] if r["backend"] == "flagembedding")
+    assert all(r["speedup_vs_baseline"] == 1.0 for r in result["latency"] if r["backend"] == "pytorch")
     sweep = {(r["seq_length"], r["backend"]): r for r in result["sweep"]}
     assert sorted(sweep) == sorted((n, name) for n in (8, 16) for name in BACKENDS)
     assert sweep[(16, "m3rt-fp32")]["from_grid"] and not sweep[(8, "m3rt-fp32")]["from_grid"]

@@ -74,3 +74,19 @@ def test_demo(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     assert "dense_vecs" in out and "lexical_weights" in out and "colbert_vecs" in out and "TEST model" in out
+
+
+def test_export_int8_cli_and_info(tiny_model_dir, tmp_path, capsys):
+    assert main(["export", str(tiny_model_dir), "--out", str(tmp_path / "a"), "--precision", "int8"]) == 0
+    assert main(["info", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "precision     int8" in out and "int8 vs fp32   dense_min_cosine" in out
+
+
+def test_build_engine_without_tensorrt_is_one_line(tiny_artifact):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed here: the GPU tests cover build-engine")
+    res = run_cli("build-engine", tiny_artifact)
+    assert res.returncode == 1 and "needs the `tensorrt` package" in res.stderr and "Traceback" not in res.stderr

@@ -34,7 +34,7 @@ def markdown(result: dict) -> str:
         "",
         f"- model: {result['model_label']}; every call computes all three outputs (dense, sparse, ColBERT)",
         f"- backends: {threads}; baseline: {base}",
-        f"- versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items() if v),
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items() if v),
         *(f"- {note}" for note in result["notes"]),
         "",
         f"## Latency of one encode call (ms; reps = timed calls after a warm-up, up to {p['reps']} "

@@ -16,7 +16,7 @@ STAGES = ("tokenise", "batching", "engine", "heads")
 
 def stage_split(runtime, texts: list[str], batch_size: int, max_length: int) -> dict:
     """Seconds and share per stage for encoding `texts` with all three outputs, as M3Runtime.encode does."""
-    manifest, config = runtime.manifest, runtime.config
+    manifest = runtime.manifest
     seconds = dict.fromkeys(STAGES, 0.0)
     n = len(texts)
     clock = time.perf_counter

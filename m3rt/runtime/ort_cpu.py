@@ -43,6 +43,10 @@ def session_options(config: RuntimeConfig):
       each call (measured at bge-m3 shape, one 8192-token text: peak RSS 3.2 -> 2.5 GB fp32, 2.2 -> 1.4 GB
       int8) and the latency at 128 / 512 tokens is the same within noise.
     - Memory patterns (pre-planned buffers per input shape) only pay off for repeated shapes: off.
+    - Graph optimisation level ALL (onnxruntime's own fusions: Gelu, SkipLayerNorm, DynamicQuantizeMatMul)
+      measured best or equal at bge-m3 shape, batch 1, 128 / 512 tokens: fp32 0.312 / 1.255 s against
+      0.325 / 1.316 s at BASIC; int8 0.133 / 0.570 s against 0.143 / 0.646 s. (The offline
+      onnxruntime.transformers fusions were slower, ../shared/MEASURED.md; m3rt does not use them.)
     """
     import onnxruntime as ort
 
