@@ -196,3 +196,17 @@ def test_hub_id_downloads_top_level_files(tiny_model_dir, tmp_path, monkeypatch)
     assert len(calls) == 1 and calls[0][0] == "BAAI/bge-m3"
     assert "model.safetensors" in calls[0][1] and "pytorch_model.bin" not in calls[0][1]
     assert {"colbert_linear.pt", "sparse_linear.pt", "tokenizer.json"} <= set(calls[0][1])
+
+
+def test_artifact_files_are_readable_by_other_users(tiny_model_dir, tmp_path):
+    """onnx writes external data 0600; an artifact is read by services running as other users."""
+    from m3rt.export import export
+
+    umask = os.umask(0o022)  # the usual umask, whatever this process had
+    try:
+        out = export(tiny_model_dir, tmp_path / "a", precision="int8")  # int8 keeps its weights in a data file
+    finally:
+        os.umask(umask)
+    assert (out / "model.onnx.data").is_file()
+    for path in out.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o644, path

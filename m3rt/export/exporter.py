@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -125,6 +126,7 @@ def _export_into(source, out: Path, precision: str, opset: int, enforce_fidelity
         "versions": _versions(),
         "validation": validation,
     }
+    _readable_by_all(out)
     write_manifest(out, manifest)
     log.info("artifact written to %s in %.1f s", out, time.perf_counter() - started)
 
@@ -176,6 +178,15 @@ def _run_graph(graph: Path, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.n
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     values = session.run(list(OUTPUT_NAMES), {"input_ids": ids, "attention_mask": mask})
     return dict(zip(OUTPUT_NAMES, values))
+
+
+def _readable_by_all(root: Path) -> None:
+    """onnx writes external data files 0600; an artifact is deployed to other users: umask's usual modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in root.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def _read_json(path: Path) -> dict:

@@ -11,6 +11,10 @@
 - The word embedding table (the largest tensor: 1 GB fp32 for bge-m3) is stored fp16 with a Cast after the
   lookup: half the memory, a 2^-11 relative rounding that is far below the int8 error.
 Norms, biases and position embeddings stay fp32.
+
+Measured and not kept (bge-m3 shape, batch 1, 128 / 512 tokens, 2-core Xeon with VNNI): this graph runs in
+0.13 / 0.57 s; onnxruntime's weight-only MatMulNBits with int8 compute (accuracy_level 4) took 0.27 / 1.29 s
+at 8 bits and 0.43 / 1.70 s at 4 bits; fusing q/k/v into one [H, 3H] product changed nothing beyond noise.
 """
 
 from __future__ import annotations

@@ -45,10 +45,11 @@ class TensorRTEngine:
             raise ArtifactError(f"{plan}: TensorRT cannot load the engine; rebuild it with `{rebuild}`")
         self.profiles = [Profile(tuple(p["min"]), tuple(p["opt"]), tuple(p["max"])) for p in info["profiles"]]
         self.stream = self._call(self._rt.cudaStreamCreate())
+        self._stream_handle = int(self.stream)  # TensorRT takes the raw handle, cuda-python the object
         self.contexts = []
         for i in range(len(self.profiles)):
             ctx = self.engine.create_execution_context()
-            ctx.set_optimization_profile_async(i, self.stream)
+            ctx.set_optimization_profile_async(i, self._stream_handle)
             self.contexts.append(ctx)
         self.buffers = {name: Buffer() for name in self._tensor_names()}
         self._dtypes = {n: trt.nptype(self.engine.get_tensor_dtype(n)) for n in self.buffers}
@@ -80,7 +81,7 @@ class TensorRTEngine:
                 buf = self.buffers[name]
                 buf.ensure(max(1, int(np.prod(shape))) * np.dtype(self._dtypes[name]).itemsize)
                 ctx.set_tensor_address(name, buf.device)
-            if not ctx.execute_async_v3(self.stream):
+            if not ctx.execute_async_v3(self._stream_handle):
                 raise BackendError("TensorRT execution failed")
             result = {}
             for name in outputs:  # only the outputs asked for come back to the host
