@@ -81,12 +81,12 @@ def main() -> None:
                 artifacts[attention] = export(model_dir, work / f"fp16-{attention}", precision="fp16",
                                               attention=attention, enforce_fidelity=False)
             art = artifacts[attention]
-            if backend == "tensorrt" and _why_not("tensorrt", read_manifest(art)) and \
-                    "build-engine" in (_why_not("tensorrt", read_manifest(art)) or ""):
+            why = _why_not(backend, read_manifest(art))
+            if backend == "tensorrt" and why and "build-engine" in why:  # the engine is built here, once
                 from m3rt.export.tensorrt_build import build_engine
 
                 build_engine(art, max_batch_tokens=32 * 512, batch_size=32)
-            why = _why_not(backend, read_manifest(art))
+                why = _why_not(backend, read_manifest(art))
             if why:
                 skipped[backend] = why
                 continue

@@ -111,8 +111,7 @@ def rewrite_for_onnxruntime(model, mask_input: str = "attention_mask"):
     com.microsoft MultiHeadAttention nodes: flash when the batch has no padding, masked otherwise."""
     from onnx import TensorProto, helper
 
-    graph = model.graph
-    placeholders = [n for n in graph.node if n.domain == PLACEHOLDER_DOMAIN and n.op_type == PLACEHOLDER_OP]
+    placeholders = _placeholders(model.graph)
     if not placeholders:
         return model
     elem_type = _float_type(model, placeholders[0].input[0])
@@ -142,12 +141,7 @@ def rewrite_for_onnxruntime(model, mask_input: str = "attention_mask"):
             then_branch=branch("flash", [q, k, v]),
             else_branch=branch("masked", [q, k, v, "", f"{prefix}/key_padding_mask"]),
         ))
-    nodes = list(graph.node)
-    first = nodes.index(placeholders[0])
-    replace = {id(n): r for n, r in zip(placeholders, rewritten)}
-    new_nodes = nodes[:first] + shared + [replace.get(id(n), n) for n in nodes[first:]]
-    del graph.node[:]
-    graph.node.extend(new_nodes)
+    _splice(model.graph, placeholders, shared, [[r] for r in rewritten])
     _set_opsets(model, drop=PLACEHOLDER_DOMAIN, add={"com.microsoft": 1})
     return model
 
@@ -158,7 +152,7 @@ def rewrite_standard(model, hidden_size: int, mask_input: str = "attention_mask"
     from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
-    placeholders = [n for n in graph.node if n.domain == PLACEHOLDER_DOMAIN and n.op_type == PLACEHOLDER_OP]
+    placeholders = _placeholders(graph)
     if not placeholders:
         return model
     p = "m3rt_attention"
@@ -178,12 +172,12 @@ def rewrite_standard(model, hidden_size: int, mask_input: str = "attention_mask"
         helper.make_node("Mul", [f"{p}/padding", f"{p}/mask_bias"], [f"{p}/bias2"], name=f"/{p}/MaskBias"),
         helper.make_node("Unsqueeze", [f"{p}/bias2", f"{p}/bias_axes"], [f"{p}/bias"], name=f"/{p}/BiasB11S"),
     ]
-    replacements = {}
+    replacements = []
     for i, node in enumerate(placeholders):
         q, k, v, _ = node.input
         t = f"{p}/{i}"
         n = f"/{p}/{i}"
-        replacements[id(node)] = [
+        replacements.append([
             helper.make_node("Reshape", [q, f"{p}/split_heads"], [f"{t}/q4"], name=f"{n}/ReshapeQ"),
             helper.make_node("Transpose", [f"{t}/q4"], [f"{t}/qt"], perm=[0, 2, 1, 3], name=f"{n}/TransposeQ"),
             # Scale q before the product: smaller values in fp16.
@@ -198,16 +192,26 @@ def rewrite_standard(model, hidden_size: int, mask_input: str = "attention_mask"
             helper.make_node("MatMul", [f"{t}/probs", f"{t}/vt"], [f"{t}/ctx"], name=f"{n}/MatMulPV"),
             helper.make_node("Transpose", [f"{t}/ctx"], [f"{t}/ctxt"], perm=[0, 2, 1, 3], name=f"{n}/TransposeOut"),
             helper.make_node("Reshape", [f"{t}/ctxt", f"{p}/merge_heads"], [node.output[0]], name=f"{n}/MergeHeads"),
-        ]
+        ])
+    _splice(graph, placeholders, shared, replacements)
+    _set_opsets(model, drop=PLACEHOLDER_DOMAIN, add={})
+    return model
+
+
+def _placeholders(graph) -> list:
+    return [n for n in graph.node if n.domain == PLACEHOLDER_DOMAIN and n.op_type == PLACEHOLDER_OP]
+
+
+def _splice(graph, placeholders: list, shared: list, replacements: list[list]) -> None:
+    """Put `shared` before the first placeholder and each placeholder's replacement nodes in its place."""
+    by_node = {id(n): r for n, r in zip(placeholders, replacements)}
     nodes = list(graph.node)
     first = nodes.index(placeholders[0])
     new_nodes = nodes[:first] + shared
     for node in nodes[first:]:
-        new_nodes.extend(replacements.get(id(node), [node]))
+        new_nodes.extend(by_node.get(id(node), [node]))
     del graph.node[:]
     graph.node.extend(new_nodes)
-    _set_opsets(model, drop=PLACEHOLDER_DOMAIN, add={})
-    return model
 
 
 def _float_type(model, name: str) -> int:

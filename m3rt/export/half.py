@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from m3rt.artifact import EXTERNAL_DATA
+from m3rt.export.onnx_export import save_graph
 
 log = logging.getLogger("m3rt.export")
 
@@ -36,8 +36,4 @@ def convert_fp16(fp32_graph: Path, out_path: Path) -> None:
             if n.name.startswith("/") and not n.name.startswith(("/backbone/", "/m3rt_attention/"))]
     log.info("converting the backbone to fp16 (%d head / normalisation nodes kept fp32)", len(keep))
     half = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep, disable_shape_infer=True)
-    data = out_path.parent / EXTERNAL_DATA
-    if data.exists():
-        data.unlink()  # onnx appends to an existing data file
-    onnx.save_model(half, str(out_path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=EXTERNAL_DATA, size_threshold=1024)
+    save_graph(half, out_path, external=True)

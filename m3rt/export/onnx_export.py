@@ -64,11 +64,18 @@ def export_onnx(model: torch.nn.Module, out_path: Path, *, pad_id: int, opset: i
             rewrite_standard(proto, model.backbone.config.hidden_size)
         weight_bytes = sum(len(t.raw_data) for t in proto.graph.initializer)
         external = weight_bytes > PROTOBUF_LIMIT
-        data_path = out_path.parent / EXTERNAL_DATA
-        if data_path.exists():
-            data_path.unlink()  # onnx appends to an existing data file
-        onnx.save_model(
-            proto, str(out_path), save_as_external_data=external,
-            all_tensors_to_one_file=True, location=EXTERNAL_DATA, size_threshold=1024,
-        )
-    return data_path if external else None
+        save_graph(proto, out_path, external)
+    return out_path.parent / EXTERNAL_DATA if external else None
+
+
+def save_graph(model, out_path: Path, external: bool) -> None:
+    """Save `model` to `out_path`, its weights in ONE EXTERNAL_DATA file beside it when `external`."""
+    import onnx
+
+    data_path = out_path.parent / EXTERNAL_DATA
+    if data_path.exists():
+        data_path.unlink()  # onnx appends to an existing data file
+    onnx.save_model(
+        model, str(out_path), save_as_external_data=external,
+        all_tensors_to_one_file=True, location=EXTERNAL_DATA, size_threshold=1024,
+    )

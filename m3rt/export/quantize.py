@@ -24,7 +24,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from m3rt.artifact import EXTERNAL_DATA
+from m3rt.export.onnx_export import save_graph
 
 log = logging.getLogger("m3rt.export")
 
@@ -55,11 +55,7 @@ def quantize_int8(fp32_graph: Path, out_path: Path) -> None:
     # Weights in a data file beside the graph: onnxruntime maps it, so the fp16 embedding table costs
     # resident memory only for the rows looked up (measured at bge-m3 shape: 360 MB RSS after load, 1.1 GB
     # when the same graph was one protobuf file).
-    data = out_path.parent / EXTERNAL_DATA
-    if data.exists():
-        data.unlink()  # onnx appends to an existing data file
-    onnx.save_model(model, str(out_path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=EXTERNAL_DATA, size_threshold=1024)
+    save_graph(model, out_path, external=True)
 
 
 @contextlib.contextmanager

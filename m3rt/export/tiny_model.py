@@ -117,6 +117,25 @@ def calibrate_sparse(model, tok, sparse, texts) -> None:
     sparse.bias.fill_(-float(torch.quantile(raw * scale, 0.6)))
 
 
+def write_random_heads(model, tok, out: Path) -> None:
+    """colbert_linear.pt (random) and sparse_linear.pt (random, calibrated on CORPUS) for `model`, in `out`;
+    draws from torch's current random state."""
+    import torch
+
+    hidden = model.config.hidden_size
+    colbert = torch.nn.Linear(hidden, hidden)
+    sparse = torch.nn.Linear(hidden, 1)
+    with torch.no_grad():
+        colbert.weight.normal_(0.0, hidden ** -0.5)
+        colbert.bias.normal_(0.0, 0.1)
+        sparse.weight.normal_(0.0, 1.0)
+        sparse.bias.zero_()
+        calibrate_sparse(model, tok, sparse, CORPUS)
+    # Upstream ships colbert_linear.pt in fp16; loading upcasts it exactly.
+    torch.save({k: v.half() for k, v in colbert.state_dict().items()}, out / "colbert_linear.pt")
+    torch.save(sparse.state_dict(), out / "sparse_linear.pt")
+
+
 def build_tiny_model(out: str | Path, seed: int = 0, **config_overrides) -> Path:
     """Write a tiny BGE-M3-shaped test model directory to `out` and return its path."""
     import torch
@@ -144,18 +163,7 @@ def build_tiny_model(out: str | Path, seed: int = 0, **config_overrides) -> Path
         model.embeddings.word_embeddings.weight.normal_(0.0, 1.0)
         model.embeddings.word_embeddings.weight[cfg.pad_token_id].zero_()
     model.save_pretrained(out, safe_serialization=True)
-    hidden = cfg.hidden_size
-    colbert = torch.nn.Linear(hidden, hidden)
-    sparse = torch.nn.Linear(hidden, 1)
-    with torch.no_grad():
-        colbert.weight.normal_(0.0, hidden ** -0.5)
-        colbert.bias.normal_(0.0, 0.1)
-        sparse.weight.normal_(0.0, 1.0)
-        sparse.bias.zero_()
-        calibrate_sparse(model, tok, sparse, CORPUS)
-    # Upstream ships colbert_linear.pt in fp16; loading upcasts it exactly.
-    torch.save({k: v.half() for k, v in colbert.state_dict().items()}, out / "colbert_linear.pt")
-    torch.save(sparse.state_dict(), out / "sparse_linear.pt")
+    write_random_heads(model, tok, out)
     (out / "README.md").write_text(
         "# TEST MODEL: tiny BGE-M3-shaped model with RANDOM weights, built by m3rt for tests and demos.\n"
         "Its embeddings are meaningless.\n"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from m3rt.export.tiny_model import CORPUS, calibrate_sparse
+from m3rt.export.tiny_model import write_random_heads
 
 # The model files copied from the encoder's directory (weights, config, tokenizer).
 ENCODER_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json",
@@ -42,18 +42,8 @@ def attach_m3_heads(encoder: str | Path, out: str | Path, seed: int = 0) -> Path
     tok = Tokenizer.from_file(str(out / "tokenizer.json"))
     tok.no_padding()
     tok.no_truncation()
-    hidden = model.config.hidden_size
     torch.manual_seed(seed)
-    colbert = torch.nn.Linear(hidden, hidden)
-    sparse = torch.nn.Linear(hidden, 1)
-    with torch.no_grad():
-        colbert.weight.normal_(0.0, hidden ** -0.5)
-        colbert.bias.normal_(0.0, 0.1)
-        sparse.weight.normal_(0.0, 1.0)
-        sparse.bias.zero_()
-        calibrate_sparse(model, tok, sparse, CORPUS)
-    torch.save({k: v.half() for k, v in colbert.state_dict().items()}, out / "colbert_linear.pt")
-    torch.save(sparse.state_dict(), out / "sparse_linear.pt")
+    write_random_heads(model, tok, out)
     (out / "README.md").write_text(
         f"# TEST MODEL: the trained encoder {encoder.name} with RANDOM M3 heads, built by m3rt for tests.\n"
     )

@@ -186,6 +186,13 @@ def _max_over_tokens(d_rows: np.ndarray, qt: np.ndarray, tok: int, bf16: bool) -
     return m
 
 
+def _thread_count(threads: int | None, macs: int) -> int:
+    """An explicit count (at least 1); by default all workers, or 1 when the work is too small to split."""
+    if threads is not None:
+        return max(1, int(threads))
+    return 1 if macs < MIN_PARALLEL_MACS else default_threads()
+
+
 def maxsim_many_cpu(
     queries: np.ndarray,
     query_offsets: np.ndarray,
@@ -197,8 +204,6 @@ def maxsim_many_cpu(
     block_bytes: int | None = None,
 ) -> np.ndarray:
     """[n_queries, n_docs] float32 MaxSim scores of packed queries vs packed docs."""
-    auto_threads = threads is None
-    threads = default_threads() if auto_threads else max(1, int(threads))
     n_q, n_docs = len(query_offsets) - 1, len(doc_offsets) - 1
     d = docs.shape[1]
     upcast = docs_bf16 or docs.dtype != np.float32
@@ -206,8 +211,7 @@ def maxsim_many_cpu(
     out_t = np.zeros((n_docs, n_q), dtype=np.float32)  # empty docs keep 0
     if n_docs == 0 or docs.shape[0] == 0:
         return np.ascontiguousarray(out_t.T)
-    if auto_threads and queries.shape[0] * docs.shape[0] * d < MIN_PARALLEL_MACS:
-        threads = 1
+    threads = _thread_count(threads, queries.shape[0] * docs.shape[0] * d)
 
     # Whole queries per group, group rows <= QUERY_GROUP_ROWS (a longer query stands alone).
     q_blocks = _doc_blocks(query_offsets, QUERY_GROUP_ROWS)
@@ -260,8 +264,6 @@ def maxsim_pairs_cpu(
     block_bytes: int | None = None,
 ) -> np.ndarray:
     """[n] float32 scores, pair i = query i vs doc i."""
-    auto_threads = threads is None
-    threads = default_threads() if auto_threads else max(1, int(threads))
     n = len(query_offsets) - 1
     d = docs.shape[1]
     out = np.zeros(n, dtype=np.float32)
@@ -270,8 +272,7 @@ def maxsim_pairs_cpu(
     q32 = np.asarray(queries, dtype=np.float32)
     q_rows = int(np.diff(query_offsets).max())
     tok = _block_tokens(q_rows, d, docs_bf16 or docs.dtype != np.float32, block_bytes)
-    if auto_threads and int(np.diff(query_offsets) @ np.diff(doc_offsets)) * d < MIN_PARALLEL_MACS:
-        threads = 1
+    threads = _thread_count(threads, int(np.diff(query_offsets) @ np.diff(doc_offsets)) * d)
     # Work items: runs of pairs holding about tok document tokens.
     chunk_tok = _split_for_threads(docs.shape[0], tok, threads)
     chunks = _doc_blocks(doc_offsets, chunk_tok)

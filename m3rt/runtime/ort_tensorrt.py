@@ -11,6 +11,7 @@ from pathlib import Path
 from m3rt.artifact import Manifest
 from m3rt.runtime.config import RuntimeConfig
 from m3rt.runtime.ort_cuda import OrtCudaEngine, provider_missing
+from m3rt.runtime.ort_cuda import unsuitable as cuda_unsuitable
 from m3rt.runtime.profiles import profiles_for, shape_strings
 
 PROVIDER = "TensorrtExecutionProvider"
@@ -43,8 +44,9 @@ def available() -> str | None:
 
 
 def unsuitable(manifest: Manifest) -> str | None:
-    if manifest.precision == "int8":
-        return "int8 artifacts are for the CPU"
+    why = cuda_unsuitable(manifest)  # what the CUDA provider cannot run, TensorRT's cannot either
+    if why is not None:
+        return why
     if manifest.data.get("attention") != "standard":
         return (f"TensorRT needs an artifact exported with --attention standard (this one has "
                 f"{manifest.data.get('attention', 'fused')!r}: com.microsoft ops)")
