@@ -1,10 +1,20 @@
-"""GPU latency of m3rt's backends against PyTorch fp16 eager (SDPA), side by side in one run.
+"""GPU: onnxruntime CUDA fp16 against PyTorch fp16 eager (SDPA), same random bge-m3-shape weights, one run.
 
-Grid: batch 1 and 32 x 128 and 512 tokens (the issue's goals), engine only (padded ids in, the three raw
-outputs back on the host), median of timed runs after warm-up, CUDA synchronised. Also measured in the same
-run: the card's fp16 matmul rate (8192^3, torch), so TensorRT's batch-32 x 512 rate can be stated as a share
-of it. Every backend that cannot run says why. Writes gpu-<card>.json / .md to --out; the table prints last.
-NOT YET RUN ON A GPU as of this commit (no device was lent to the session that wrote it).
+  python bench/device/gpu_bench.py prepare --work DIR [--shape bge-m3|tiny]   # CPU: model, fp32 + fp16 artifacts
+  python bench/device/gpu_bench.py run --work DIR --out OUT [--budget-s N]     # GPU: everything below
+
+run measures, in this order (each part skipped with its reason when the budget or a package is missing):
+1. the card's fp16 matmul rate (8192^3, CUDA events), to state batch-32 x 512 as a share of it;
+2. latency, host ids in -> the three outputs on the host, median after warm-up, over a batch x length grid:
+   pytorch-fp16 (eager SDPA, the baseline), onnxruntime-cuda (m3rt's engine: a new IO binding per call),
+   onnxruntime-cuda-reuse (device buffers bound once per shape, inputs copied in place) and
+   onnxruntime-cuda-graph (the same plus onnxruntime's CUDA graph capture), the last two only to decide
+   whether fixed shapes are worth a special path at batch 1;
+3. fidelity of fp16 against the fp32 graph (onnxruntime CUDA, TF32 off): FIDELITY_TEXTS, padded batches, and
+   inputs that overflow fp16 elsewhere (8192 tokens; long runs of one repeated token): NaN / inf counts, dense
+   and ColBERT cosines; PyTorch fp16's own cosines beside them;
+4. M3Runtime end to end on the GPU against the CPU runtime on the fp32 artifact.
+Writes gpu-<card>.json / .md to --out; the table prints last.
 """
 
 from __future__ import annotations
@@ -15,115 +25,286 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 GRID = [(1, 128), (1, 512), (32, 128), (32, 512)]
+GOALS = {"1x128": 2.0, "32x512": 1.2}  # onnxruntime-cuda over pytorch-fp16 (the issue's goals)
+T0 = time.monotonic()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="bench/results")
-    ap.add_argument("--shape", choices=["bge-m3", "tiny"], default="bge-m3")
-    ap.add_argument("--budget-s", type=float, default=240.0)
-    ap.add_argument("--reps", type=int, default=20)
-    args = ap.parse_args()
-    deadline = time.monotonic() + args.budget_s
-    import numpy as np
-    import torch
+def log(msg: str) -> None:
+    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+
+
+# --- prepare (CPU) -----------------------------------------------------------------------------------
+
+
+def prepare(work: Path, shape: str) -> None:
+    from m3rt.export import export
+    from m3rt.export.tiny_model import BGE_M3_SHAPE, build_tiny_model
+
+    work.mkdir(parents=True, exist_ok=True)
+    model_dir = work / "model"
+    if not (model_dir / "config.json").is_file():
+        build_tiny_model(model_dir, **(BGE_M3_SHAPE if shape == "bge-m3" else {}))
+        log(f"built the {shape}-shape random model in {model_dir}")
+    for precision in ("fp32", "fp16"):
+        out = work / precision
+        if not (out / "manifest.json").is_file():
+            export(model_dir, out, precision=precision, enforce_fidelity=False, overwrite=True)
+            report = json.loads((out / "manifest.json").read_text())["validation"]
+            log(f"exported {precision} to {out}: {json.dumps(report.get(precision, report['outputs']))}")
+
+
+# --- run (GPU) ---------------------------------------------------------------------------------------
+
+
+def run(work: Path, out: Path, budget_s: float, reps: int) -> None:
+    import torch  # first: it loads the CUDA 13 / cuDNN 9 libraries onnxruntime-gpu links against
 
     if not torch.cuda.is_available():
         sys.exit("no CUDA device: nothing to benchmark")
+    deadline = T0 + budget_s
     card = torch.cuda.get_device_name(0)
-    from m3rt.export.tiny_model import BGE_M3_SHAPE, build_tiny_model
+    from m3rt.artifact import OUTPUT_NAMES, read_manifest
+
+    model_dir, fp32_dir, fp16_dir = work / "model", work / "fp32", work / "fp16"
+    cfg = json.loads((model_dir / "config.json").read_text())
+    fp16_manifest, fp32_manifest = read_manifest(fp16_dir, verify=False), read_manifest(fp32_dir, verify=False)
+    result: dict = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "card": card,
+        "commit": os.environ.get("GIT_COMMIT", ""), "platform": platform.platform(),
+        "shape": f"{cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, vocab {cfg['vocab_size']}",
+        "torch": torch.__version__, "rows": {}, "skipped": {}, "fidelity": [], "notes": [],
+    }
+    try:
+        import onnxruntime as ort
+
+        result["onnxruntime"] = f"{ort.__version__} {ort.get_available_providers()}"
+    except ImportError as e:
+        result["onnxruntime"] = f"missing ({e})"
+    log(f"{card}; torch {torch.__version__}; onnxruntime {result['onnxruntime']}")
+    result["matmul_fp16_tflops"] = _matmul_rate(torch)
+    log(f"fp16 matmul {result['matmul_fp16_tflops']:.0f} TFLOP/s")
+
+    rng = np.random.default_rng(0)
+    inputs = {(b, s): _random_batch(rng, b, s, cfg["vocab_size"]) for b, s in GRID}
+
+    # 1. PyTorch fp16 eager SDPA: the baseline.
     from m3rt.export.torch_model import load_m3_graph
 
-    work = Path(tempfile.mkdtemp(prefix="m3rt-gpu-"))
-    model_dir = build_tiny_model(work / "model", **(BGE_M3_SHAPE if args.shape == "bge-m3" else {}))
-    rng = np.random.default_rng(0)
-    vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
-    inputs = {}
-    for b, s in GRID:
-        ids = rng.integers(5, vocab, (b, s)).astype(np.int64)
-        ids[:, 0], ids[:, -1] = 0, 2
-        inputs[(b, s)] = (ids, np.ones_like(ids))
-
-    rows, skipped = {}, {}
-    matmul_tflops = _matmul_rate(torch)
-
-    # PyTorch fp16 eager, SDPA: the baseline.
     model = load_m3_graph(model_dir, attention="sdpa").half().cuda().eval()
 
     def torch_run(ids, mask):
         with torch.inference_mode():
             outs = model(torch.from_numpy(ids).cuda(), torch.from_numpy(mask).cuda())
-            return [o.float().cpu().numpy() for o in outs]
+            return dict(zip(OUTPUT_NAMES, (o.float().cpu().numpy() for o in outs)))
 
-    rows["pytorch-fp16"] = _time_grid(torch_run, inputs, args.reps, torch)
+    result["rows"]["pytorch-fp16"] = _time_grid(torch_run, inputs, reps)
+    log(f"pytorch-fp16 {result['rows']['pytorch-fp16']}")
+
+    # 2. onnxruntime CUDA: m3rt's engine, then the fixed-shape variants.
+    engine = ref_session = None
+    try:
+        from m3rt.runtime.backends import create_engine
+        from m3rt.runtime.config import RuntimeConfig
+
+        engine = create_engine("onnxruntime-cuda", fp16_manifest, RuntimeConfig(backend="onnxruntime-cuda"))
+        result["rows"]["onnxruntime-cuda"] = _time_grid(lambda i, m: engine.run(i, m, OUTPUT_NAMES), inputs, reps)
+        log(f"onnxruntime-cuda {result['rows']['onnxruntime-cuda']}")
+    except Exception as e:  # noqa: BLE001 - every later part still runs and says why this one did not
+        result["skipped"]["onnxruntime-cuda"] = f"{type(e).__name__}: {e}"
+        log(f"onnxruntime-cuda skipped: {e}")
+    if engine is not None:
+        for name, graph in (("onnxruntime-cuda-reuse", False), ("onnxruntime-cuda-graph", True)):
+            if time.monotonic() > deadline - 90:
+                result["skipped"][name] = "out of time budget"
+                continue
+            try:
+                result["rows"][name] = _time_fixed_shapes(fp16_manifest, inputs, reps, graph, cfg)
+                log(f"{name} {result['rows'][name]}")
+            except Exception as e:  # noqa: BLE001
+                result["skipped"][name] = f"{type(e).__name__}: {str(e)[:300]}"
+                log(f"{name} skipped: {e}")
+
+    # 3. Fidelity and overflow, against the fp32 graph on the GPU.
+    if engine is not None:
+        try:
+            ref_session = _fp32_session(fp32_manifest)
+            result["fidelity"] = _fidelity(engine, ref_session, torch_run, fp16_manifest, cfg, rng, deadline)
+        except Exception as e:  # noqa: BLE001
+            result["skipped"]["fidelity"] = f"{type(e).__name__}: {e}"
+            log(f"fidelity skipped: {e}")
     del model
     torch.cuda.empty_cache()
 
-    from m3rt.artifact import OUTPUT_NAMES, read_manifest
-    from m3rt.export import export
-    from m3rt.runtime.backends import _why_not, create_engine
-    from m3rt.runtime.config import RuntimeConfig
-
-    artifacts = {}
-    for backend, attention in (("onnxruntime-cuda", "fused"), ("onnxruntime-tensorrt", "standard"),
-                               ("tensorrt", "standard")):
-        if time.monotonic() > deadline - 60:
-            skipped[backend] = "out of time budget"
-            continue
+    # 4. The runtime end to end on the GPU.
+    if engine is not None and time.monotonic() < deadline - 30:
         try:
-            if attention not in artifacts:
-                artifacts[attention] = export(model_dir, work / f"fp16-{attention}", precision="fp16",
-                                              attention=attention, enforce_fidelity=False)
-            art = artifacts[attention]
-            why = _why_not(backend, read_manifest(art))
-            if backend == "tensorrt" and why and "build-engine" in why:  # the engine is built here, once
-                from m3rt.export.tensorrt_build import build_engine
+            result["runtime"] = _runtime_end_to_end(fp16_dir, fp32_dir)
+            log(f"runtime {result['runtime']}")
+        except Exception as e:  # noqa: BLE001
+            result["skipped"]["runtime"] = f"{type(e).__name__}: {e}"
 
-                build_engine(art, max_batch_tokens=32 * 512, batch_size=32)
-                why = _why_not(backend, read_manifest(art))
-            if why:
-                skipped[backend] = why
-                continue
-            engine = create_engine(backend, read_manifest(art), RuntimeConfig(backend=backend))
-            rows[backend] = _time_grid(lambda i, m: list(engine.run(i, m, OUTPUT_NAMES).values()),
-                                       inputs, args.reps, torch)
-        except Exception as e:  # noqa: BLE001 - one backend failing must not hide the others' numbers
-            skipped[backend] = f"failed: {type(e).__name__}: {e}"
-
-    flops = _model_flops(json.loads((model_dir / "config.json").read_text()), 32, 512)
-    result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "card": card,
-        "commit": os.environ.get("GIT_COMMIT", ""), "platform": platform.platform(), "shape": args.shape,
-        "torch": torch.__version__, "matmul_fp16_tflops": matmul_tflops, "rows": rows, "skipped": skipped,
-        "batch32x512_tflops": {k: flops / v["32x512"] / 1e12 for k, v in rows.items()},
-    }
-    out = Path(args.out)
+    result["batch32x512_tflops"] = {k: _model_flops(cfg, 32, 512) / v["32x512"] / 1e12
+                                    for k, v in result["rows"].items() if "32x512" in v}
+    result["elapsed_s"] = time.monotonic() - T0
     out.mkdir(parents=True, exist_ok=True)
     tag = card.replace(" ", "-").lower()
-    (out / f"gpu-{tag}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"gpu-{tag}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     table = _table(result)
     (out / f"gpu-{tag}.md").write_text(table + "\n")
     print(table)
 
 
-def _time_grid(run, inputs, reps, torch) -> dict[str, float]:
+def _random_batch(rng, b: int, s: int, vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = rng.integers(5, vocab, (b, s)).astype(np.int64)
+    ids[:, 0], ids[:, -1] = 0, 2
+    return ids, np.ones_like(ids)
+
+
+def _time_grid(run, inputs, reps: int) -> dict[str, float]:
     times = {}
     for (b, s), (ids, mask) in inputs.items():
-        run(ids, mask)  # warm-up (and TensorRT's lazy setup)
-        torch.cuda.synchronize()
+        for _ in range(3):  # warm-up: kernel selection, allocator growth
+            run(ids, mask)
         samples = []
         for _ in range(reps):
             t = time.perf_counter()
-            run(ids, mask)  # returns host arrays: includes the copies back
+            run(ids, mask)  # returns host arrays: includes the copies back, so it is synchronised
             samples.append(time.perf_counter() - t)
         times[f"{b}x{s}"] = statistics.median(samples)
     return times
+
+
+def _time_fixed_shapes(manifest, inputs, reps: int, cuda_graph: bool, cfg: dict) -> dict[str, float]:
+    """Device buffers bound once per shape; per call: inputs copied in place, run, outputs copied back."""
+    import onnxruntime as ort
+
+    from m3rt.artifact import OUTPUT_NAMES
+    from m3rt.runtime.config import RuntimeConfig
+    from m3rt.runtime.ort_cpu import session_options
+
+    times = {}
+    for (b, s), (ids, mask) in inputs.items():
+        opts = {"device_id": 0}
+        if cuda_graph:
+            opts["enable_cuda_graph"] = "1"
+        # One session per shape: a captured CUDA graph is tied to its buffers' addresses and shapes.
+        sess = ort.InferenceSession(str(manifest.graph_path), sess_options=session_options(RuntimeConfig()),
+                                    providers=[("CUDAExecutionProvider", opts)])
+        shapes = {"dense_vecs": (b, cfg["hidden_size"]), "sparse_weights": (b, s),
+                  "colbert_vecs": (b, s - 1, cfg["hidden_size"])}
+        x = {n: ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0) for n, a in (("input_ids", ids), ("attention_mask", mask))}
+        y = {n: ort.OrtValue.ortvalue_from_shape_and_type(shapes[n], np.float32, "cuda", 0) for n in OUTPUT_NAMES}
+        binding = sess.io_binding()
+        for n, v in x.items():
+            binding.bind_ortvalue_input(n, v)
+        for n, v in y.items():
+            binding.bind_ortvalue_output(n, v)
+
+        def call():
+            x["input_ids"].update_inplace(ids)
+            x["attention_mask"].update_inplace(mask)
+            sess.run_with_iobinding(binding)
+            return {n: v.numpy() for n, v in y.items()}
+
+        for _ in range(3):
+            call()
+        samples = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            call()
+            samples.append(time.perf_counter() - t)
+        times[f"{b}x{s}"] = statistics.median(samples)
+        del binding, sess
+    return times
+
+
+def _fp32_session(manifest):
+    import onnxruntime as ort
+
+    from m3rt.runtime.config import RuntimeConfig
+    from m3rt.runtime.ort_cpu import session_options
+
+    # TF32 off: the reference must be true fp32.
+    sess = ort.InferenceSession(str(manifest.graph_path), sess_options=session_options(RuntimeConfig()),
+                                providers=[("CUDAExecutionProvider", {"device_id": 0, "use_tf32": "0"})])
+    if sess.get_providers()[0] != "CUDAExecutionProvider":
+        raise RuntimeError(f"fp32 reference session fell back to {sess.get_providers()}")
+    return sess
+
+
+def _fidelity(engine, ref_session, torch_run, manifest, cfg, rng, deadline) -> list[dict]:
+    from m3rt.artifact import OUTPUT_NAMES
+    from m3rt.export import fidelity
+    from m3rt.runtime.tokenize import TextTokenizer
+
+    tok = TextTokenizer(manifest.tokenizer_path, manifest.pad_id)
+    vocab = cfg["vocab_size"]
+    cases = {"FIDELITY_TEXTS (12, padded)": fidelity.fidelity_batch(tok, manifest.max_length)}
+    cases["random 32 x 512"] = _random_batch(rng, 32, 512, vocab)
+    lengths = rng.integers(2, 513, 16)
+    ids, mask = _random_batch(rng, 16, 512, vocab)
+    for row, n in enumerate(lengths):  # padded rows: the masked attention path
+        ids[row, n - 1], ids[row, n:], mask[row, n:] = 2, manifest.pad_id, 0
+    cases["random 16 x <=512, padded"] = (ids, mask)
+    cases["random 1 x 8192"] = _random_batch(rng, 1, 8192, vocab)
+    for token in (6, min(1000, vocab - 1)):
+        ids = np.full((1, 8192), token, dtype=np.int64)
+        ids[0, 0], ids[0, -1] = 0, 2
+        cases[f"token {token} x 8192"] = (ids, np.ones_like(ids))
+    ids = np.full((8, 512), 7, dtype=np.int64)
+    ids[:, 0], ids[:, -1] = 0, 2
+    cases["token 7 x 512, batch 8"] = (ids, np.ones_like(ids))
+    rows = []
+    for name, (ids, mask) in cases.items():
+        if time.monotonic() > deadline - 45:
+            rows.append(dict(case=name, skipped="out of time budget"))
+            continue
+        ref = dict(zip(OUTPUT_NAMES, ref_session.run(list(OUTPUT_NAMES), {"input_ids": ids, "attention_mask": mask})))
+        row = dict(case=name, shape=list(ids.shape))
+        for who, run in (("onnxruntime-fp16", lambda: engine.run(ids, mask, OUTPUT_NAMES)),
+                         ("pytorch-fp16", lambda: torch_run(ids, mask))):
+            t = time.perf_counter()
+            got = run()
+            elapsed = time.perf_counter() - t
+            bad = sum(int((~np.isfinite(v)).sum()) for v in got.values())
+            m = fidelity.measure(ref, got, ids, mask, manifest.sparse_skip_ids)
+            row[who] = dict(nonfinite=bad, dense_min_cosine=m["dense_min_cosine"],
+                            colbert_mean_cosine=m["colbert_mean_cosine"], sparse_max_rel_err=m["sparse_max_rel_err"],
+                            seconds_one_call=elapsed)
+        log(f"fidelity {name}: {json.dumps({k: v for k, v in row.items() if k != 'case'})}")
+        rows.append(row)
+    return rows
+
+
+def _runtime_end_to_end(fp16_dir: Path, fp32_dir: Path) -> dict:
+    from m3rt import M3Runtime
+    from m3rt.export.fidelity import FIDELITY_TEXTS
+
+    texts = FIDELITY_TEXTS * 4
+    gpu = M3Runtime(fp16_dir, backend="onnxruntime-cuda")
+    cpu = M3Runtime(fp32_dir, backend="onnxruntime-cpu")
+    kw = dict(return_dense=True, return_sparse=True, return_colbert_vecs=True)
+    got, ref = gpu.encode(texts, **kw), cpu.encode(texts, **kw)
+    dense = np.sum(got["dense_vecs"] * ref["dense_vecs"], axis=1)
+    colbert = [float(np.mean(np.sum(a * b, axis=1))) for a, b in zip(got["colbert_vecs"], ref["colbert_vecs"])]
+    same_keys = all(set(a) == set(b) for a, b in zip(got["lexical_weights"], ref["lexical_weights"]))
+    corpus = [" ".join(["word"] * int(n)) for n in np.random.default_rng(1).integers(8, 500, 2000)]
+    gpu.encode(corpus[:64])
+    t = time.perf_counter()
+    enc = gpu.encode(corpus, batch_size=256, max_length=512)
+    elapsed = time.perf_counter() - t
+    tokens = sum(len(ids) for ids in gpu.tokenizer.encode(corpus, 512))
+    return dict(engine=gpu.engine.name, texts=len(texts), dense_min_cosine_vs_cpu_fp32=float(dense.min()),
+                colbert_min_mean_cosine_vs_cpu_fp32=min(colbert), lexical_keys_equal=same_keys,
+                corpus_texts=len(corpus), corpus_seconds=elapsed, corpus_texts_per_s=len(corpus) / elapsed,
+                corpus_tokens=tokens, corpus_tokens_per_s=tokens / elapsed, dense_rows=int(len(enc["dense_vecs"])))
 
 
 def _matmul_rate(torch) -> float:
@@ -131,12 +312,13 @@ def _matmul_rate(torch) -> float:
     b = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
     for _ in range(3):
         a @ b
-    torch.cuda.synchronize()
-    t = time.perf_counter()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
     for _ in range(20):
         a @ b
+    end.record()
     torch.cuda.synchronize()
-    return 20 * 2 * 8192**3 / (time.perf_counter() - t) / 1e12
+    return 20 * 2 * 8192**3 / (start.elapsed_time(end) / 1e3) / 1e12
 
 
 def _model_flops(cfg: dict, batch: int, seq: int) -> float:
@@ -149,16 +331,56 @@ def _model_flops(cfg: dict, batch: int, seq: int) -> float:
 
 def _table(r: dict) -> str:
     base = r["rows"]["pytorch-fp16"]
-    lines = [f"GPU {r['card']}, {r['date']}, commit {r['commit']}, shape {r['shape']}, "
+    lines = [f"GPU {r['card']}, {r['date']}, commit {r['commit']}, model {r['shape']} (random weights), "
+             f"torch {r['torch']}, onnxruntime {r['onnxruntime']}, "
              f"fp16 matmul {r['matmul_fp16_tflops']:.0f} TFLOP/s (measured)", "",
+             "Latency, host ids in, three outputs on the host (median; ratio = pytorch-fp16 / row):", "",
              "| backend | " + " | ".join(f"b{k.replace('x', ' x ')}" for k in base) + " | b32x512 TFLOP/s |",
              "|---" * (len(base) + 2) + "|"]
     for name, row in r["rows"].items():
-        cells = [f"{row[k] * 1e3:.2f} ms ({base[k] / row[k]:.2f}x)" for k in base]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['batch32x512_tflops'][name]:.0f} |")
+        cells = [f"{row[k] * 1e3:.2f} ms ({base[k] / row[k]:.2f}x)" if k in row else "-" for k in base]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['batch32x512_tflops'].get(name, 0):.0f} |")
     for name, why in r["skipped"].items():
         lines.append(f"| {name} | skipped: {why} |")
+    ort_row = r["rows"].get("onnxruntime-cuda")
+    if ort_row:
+        lines += ["", "Goals: " + ", ".join(f"{k}: {base[k] / ort_row[k]:.2f}x (goal {g}x, "
+                                               f"{'met' if base[k] / ort_row[k] >= g else 'NOT met'})"
+                                               for k, g in GOALS.items())]
+    if r["fidelity"]:
+        lines += ["", "fp16 against the fp32 graph (onnxruntime CUDA, TF32 off):", "",
+                  "| input | who | non-finite | dense min cos | colbert mean cos | sparse max rel err | one call |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in r["fidelity"]:
+            if "skipped" in row:
+                lines.append(f"| {row['case']} | skipped: {row['skipped']} |")
+                continue
+            for who in ("onnxruntime-fp16", "pytorch-fp16"):
+                m = row[who]
+                lines.append(f"| {row['case']} | {who} | {m['nonfinite']} | {m['dense_min_cosine']:.6f} | "
+                             f"{m['colbert_mean_cosine']:.6f} | {m['sparse_max_rel_err']:.4f} | "
+                             f"{m['seconds_one_call'] * 1e3:.1f} ms |")
+    if r.get("runtime"):
+        lines += ["", f"M3Runtime on the GPU: {json.dumps(r['runtime'])}"]
     return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--shape", choices=["bge-m3", "tiny"], default="bge-m3")
+    r = sub.add_parser("run")
+    r.add_argument("--work", type=Path, required=True)
+    r.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench/results")))
+    r.add_argument("--budget-s", type=float, default=240.0)
+    r.add_argument("--reps", type=int, default=20)
+    args = ap.parse_args()
+    if args.cmd == "prepare":
+        prepare(args.work, args.shape)
+    else:
+        run(args.work, args.out, args.budget_s, args.reps)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def _session(manifest: Manifest, config: RuntimeConfig, providers: list):
     from m3rt.runtime.ort_cpu import session_options
 
     wanted = providers[0][0]
+    preload = _preload_cuda_libraries(ort)
     try:
         session = ort.InferenceSession(str(manifest.graph_path), sess_options=session_options(config),
                                        providers=providers)
@@ -54,8 +55,26 @@ def _session(manifest: Manifest, config: RuntimeConfig, providers: list):
     # onnxruntime falls back to the CPU silently when a provider fails to start (missing CUDA libraries).
     if session.get_providers()[0] != wanted:
         raise BackendError(f"{wanted} did not start (onnxruntime fell back to {session.get_providers()}); "
-                           "check that the CUDA / cuDNN libraries matching onnxruntime-gpu are installed")
+                           "check that the CUDA / cuDNN libraries matching onnxruntime-gpu are installed"
+                           + (f"; loading them said: {preload}" if preload else ""))
     return session
+
+
+def _preload_cuda_libraries(ort) -> str:
+    """Load the CUDA / cuDNN libraries of the nvidia-* wheels (onnxruntime-gpu[cuda,cudnn]) before the
+    session, as onnxruntime >= 1.21 asks; a no-op where torch has loaded them. Returns what it printed."""
+    import contextlib
+    import io
+
+    if not hasattr(ort, "preload_dlls"):
+        return ""
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):
+        try:
+            ort.preload_dlls()
+        except Exception as e:  # noqa: BLE001 - a missing library shows again, named, when the session starts
+            print(f"{type(e).__name__}: {e}")
+    return " ".join(said.getvalue().split())
 
 
 def available() -> str | None:
