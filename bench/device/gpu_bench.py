@@ -6,10 +6,10 @@
 run measures, in this order (each part skipped with its reason when the budget or a package is missing):
 1. the card's fp16 matmul rate (8192^3, CUDA events), to state batch-32 x 512 as a share of it;
 2. latency, host ids in -> the three outputs on the host, median after warm-up, over a batch x length grid:
-   pytorch-fp16 (eager SDPA, the baseline), onnxruntime-cuda (m3rt's engine: a new IO binding per call),
-   onnxruntime-cuda-reuse (device buffers bound once per shape, inputs copied in place) and
-   onnxruntime-cuda-graph (the same plus onnxruntime's CUDA graph capture), the last two only to decide
-   whether fixed shapes are worth a special path at batch 1;
+   pytorch-fp16 (eager SDPA, the baseline), onnxruntime-cuda (m3rt's engine: device buffers bound once per
+   shape, inputs copied in place; its outputs checked against a fresh binding's), onnxruntime-cuda-unbound
+   (a new IO binding per call), and on the standard-attention artifact (no If nodes) the engine and
+   onnxruntime's CUDA graph capture (the fused artifact's If nodes rule graphs out);
 3. fidelity of fp16 against the fp32 graph (onnxruntime CUDA, TF32 off): FIDELITY_TEXTS, padded batches, and
    inputs that overflow fp16 elsewhere (8192 tokens; long runs of one repeated token): NaN / inf counts, dense
    and ColBERT cosines; PyTorch fp16's own cosines beside them;
@@ -44,7 +44,9 @@ def log(msg: str) -> None:
 
 
 def prepare(work: Path, shape: str) -> None:
-    from m3rt.export import export
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     from m3rt.export.tiny_model import BGE_M3_SHAPE, build_tiny_model
 
     work.mkdir(parents=True, exist_ok=True)
@@ -52,12 +54,24 @@ def prepare(work: Path, shape: str) -> None:
     if not (model_dir / "config.json").is_file():
         build_tiny_model(model_dir, **(BGE_M3_SHAPE if shape == "bge-m3" else {}))
         log(f"built the {shape}-shape random model in {model_dir}")
-    for precision in ("fp32", "fp16"):
-        out = work / precision
-        if not (out / "manifest.json").is_file():
-            export(model_dir, out, precision=precision, enforce_fidelity=False, overwrite=True)
-            report = json.loads((out / "manifest.json").read_text())["validation"]
-            log(f"exported {precision} to {out}: {json.dumps(report.get(precision, report['outputs']))}")
+    # The three exports at once, each in a fresh (spawned: torch's threads do not survive a fork) process.
+    todo = [(name, precision, attention) for name, precision, attention in ARTIFACTS
+            if not (work / name / "manifest.json").is_file()]
+    with ProcessPoolExecutor(len(todo) or 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for (name, _, _), report in zip(todo, pool.map(_export_one, [(model_dir, work / n, p, a) for n, p, a in todo])):
+            log(f"exported {name}: {report}")
+
+
+ARTIFACTS = [("fp32", "fp32", "fused"), ("fp16", "fp16", "fused"), ("fp16-standard", "fp16", "standard")]
+
+
+def _export_one(job) -> str:
+    from m3rt.export import export
+
+    model_dir, out, precision, attention = job
+    export(model_dir, out, precision=precision, attention=attention, enforce_fidelity=False, overwrite=True)
+    report = json.loads((out / "manifest.json").read_text())["validation"]
+    return json.dumps(report.get(precision, report["outputs"]))
 
 
 # --- run (GPU) ---------------------------------------------------------------------------------------
@@ -107,7 +121,8 @@ def run(work: Path, out: Path, budget_s: float, reps: int) -> None:
     result["rows"]["pytorch-fp16"] = _time_grid(torch_run, inputs, reps)
     log(f"pytorch-fp16 {result['rows']['pytorch-fp16']}")
 
-    # 2. onnxruntime CUDA: m3rt's engine, then the fixed-shape variants.
+    # 2. onnxruntime CUDA: m3rt's engine (buffers bound per shape), a new binding per call, and
+    #    onnxruntime's CUDA graphs, which need a graph without control flow: the standard-attention artifact.
     engine = ref_session = None
     try:
         from m3rt.runtime.backends import create_engine
@@ -116,16 +131,38 @@ def run(work: Path, out: Path, budget_s: float, reps: int) -> None:
         engine = create_engine("onnxruntime-cuda", fp16_manifest, RuntimeConfig(backend="onnxruntime-cuda"))
         result["rows"]["onnxruntime-cuda"] = _time_grid(lambda i, m: engine.run(i, m, OUTPUT_NAMES), inputs, reps)
         log(f"onnxruntime-cuda {result['rows']['onnxruntime-cuda']}")
+        result["rows"]["onnxruntime-cuda-unbound"] = _time_grid(
+            lambda i, m: engine._run_unbound({"input_ids": i, "attention_mask": m}, OUTPUT_NAMES), inputs, reps)
+        log(f"onnxruntime-cuda-unbound {result['rows']['onnxruntime-cuda-unbound']}")
+        # The bound path must return what a fresh binding returns, bit for bit, on fresh inputs of a bound shape.
+        diffs = {}
+        for (b, s), _ in inputs.items():
+            ids, mask = _random_batch(rng, b, s, cfg["vocab_size"])
+            got = engine.run(ids, mask, OUTPUT_NAMES)
+            want = engine._run_unbound({"input_ids": ids, "attention_mask": mask}, OUTPUT_NAMES)
+            diffs[f"{b}x{s}"] = max(float(np.abs(got[n] - want[n]).max()) for n in OUTPUT_NAMES)
+        first = engine.run(ids, mask, OUTPUT_NAMES)
+        kept = {n: v.copy() for n, v in first.items()}
+        engine.run(ids[:, ::-1].copy(), mask, OUTPUT_NAMES)  # same shape, other ids: the buffers change
+        diffs["earlier result unchanged"] = all(np.array_equal(first[n], kept[n]) for n in OUTPUT_NAMES)
+        result["bound_vs_unbound_max_abs_diff"] = diffs
+        log(f"bound vs unbound max abs diff {diffs}")
     except Exception as e:  # noqa: BLE001 - every later part still runs and says why this one did not
         result["skipped"]["onnxruntime-cuda"] = f"{type(e).__name__}: {e}"
         log(f"onnxruntime-cuda skipped: {e}")
-    if engine is not None:
-        for name, graph in (("onnxruntime-cuda-reuse", False), ("onnxruntime-cuda-graph", True)):
+    std_dir = work / "fp16-standard"
+    if engine is not None and (std_dir / "manifest.json").is_file():
+        std_manifest = read_manifest(std_dir, verify=False)
+        for name, run_one in (
+                ("onnxruntime-cuda-standard", lambda: _time_grid(
+                    lambda i, m, e=create_engine("onnxruntime-cuda", std_manifest, RuntimeConfig(
+                        backend="onnxruntime-cuda")): e.run(i, m, OUTPUT_NAMES), inputs, reps)),
+                ("onnxruntime-cuda-graph-standard", lambda: _time_fixed_shapes(std_manifest, inputs, reps, True, cfg))):
             if time.monotonic() > deadline - 90:
                 result["skipped"][name] = "out of time budget"
                 continue
             try:
-                result["rows"][name] = _time_fixed_shapes(fp16_manifest, inputs, reps, graph, cfg)
+                result["rows"][name] = run_one()
                 log(f"{name} {result['rows'][name]}")
             except Exception as e:  # noqa: BLE001
                 result["skipped"][name] = f"{type(e).__name__}: {str(e)[:300]}"
@@ -347,6 +384,9 @@ def _table(r: dict) -> str:
         lines += ["", "Goals: " + ", ".join(f"{k}: {base[k] / ort_row[k]:.2f}x (goal {g}x, "
                                                f"{'met' if base[k] / ort_row[k] >= g else 'NOT met'})"
                                                for k, g in GOALS.items())]
+    if r.get("bound_vs_unbound_max_abs_diff"):
+        lines += ["", f"onnxruntime-cuda bound buffers against a fresh binding, fresh inputs: "
+                      f"{json.dumps(r['bound_vs_unbound_max_abs_diff'])}"]
     if r["fidelity"]:
         lines += ["", "fp16 against the fp32 graph (onnxruntime CUDA, TF32 off):", "",
                   "| input | who | non-finite | dense min cos | colbert mean cos | sparse max rel err | one call |",

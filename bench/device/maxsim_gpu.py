@@ -307,8 +307,8 @@ def main() -> None:
     docs_b = docs[: int(b_off[-1])]
     qb = rand(NQ_B * 32, d, torch.float16, gen)
     qb_off = np.arange(0, NQ_B * 32 + 1, 32, dtype=np.int64)
-    sweep_b = [{}, dict(num_warps=4), dict(BLOCK_N=128), dict(BLOCK_N=128, num_warps=4), dict(FLATTEN=True),
-               dict(BLOCK_M=64, BLOCK_N=128, num_warps=4), dict(num_stages=4)]
+    sweep_b = [{}, dict(BLOCK_N=64, num_warps=8), dict(BLOCK_N=128, num_warps=8), dict(BLOCK_N=256, num_warps=8),
+               dict(FLATTEN=True), dict(BLOCK_M=64, num_warps=4), dict(num_stages=4), dict(num_stages=2)]
     if SMOKE:
         sweep_b = sweep_b[:2]
     run_case(f"b: {NQ_B}q x {n_b} docs d={d} fp16", qb, qb_off, docs_b, b_off, sweep_b, lim, n_b, record)
@@ -322,7 +322,8 @@ def main() -> None:
                  [{}, dict(BLOCK_N=128)], lim, 0, record)
         b_off = d_off[: n_b + 1]
         run_case(f"c2: {NQ_B}q x {n_b} docs d={d} fp16", rand(NQ_B * 32, d, torch.float16, gen), qb_off,
-                 docs[: int(b_off[-1])], b_off, [{}, dict(BLOCK_N=128)], lim, 0, record)
+                 docs[: int(b_off[-1])], b_off, [{}, dict(BLOCK_N=128), dict(BLOCK_N=128, num_warps=4)], lim, 0,
+                 record)
         del docs
 
     out["elapsed_s"] = time.time() - T0
