@@ -34,9 +34,9 @@ CASES = [
     ("fp16", 1024, False, True, 32, 64, 128, 4, 3, False),  # 1 query, memory-bound (default)
     ("fp16", 1024, False, True, 32, 128, 128, 4, 3, False),
     ("fp16", 1024, False, True, 32, 64, 128, 4, 3, True),
-    ("fp16", 1024, False, False, 128, 128, 64, 4, 3, False),  # many queries, wgmma (default, d > 128)
+    ("fp16", 1024, False, False, 128, 128, 64, 4, 3, False),  # many queries, wgmma (default)
     ("fp16", 1024, False, False, 128, 64, 64, 8, 3, False),
-    ("fp16", 128, False, False, 128, 64, 64, 8, 3, False),  # many queries, d <= 128 (default)
+    ("fp16", 128, False, False, 128, 128, 64, 4, 3, False),
     ("bf16", 1024, False, False, 128, 64, 64, 8, 3, True),
     ("bf16", 128, True, True, 32, 64, 128, 4, 3, False),
     ("fp32", 100, True, False, 64, 32, 64, 4, 2, False),

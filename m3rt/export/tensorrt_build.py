@@ -1,7 +1,7 @@
 """Build a TensorRT engine from an fp16 (or fp32) artifact with "standard" attention, with the TensorRT
 Python API: FP16, one optimisation profile per sequence bucket (runtime/profiles.py), a timing cache reused
 across builds. The engine and `engine.json` (TensorRT version, GPU, profiles) go into the artifact, and the
-manifest is rewritten to list them. NOT YET RUN ON A GPU (see README, "What has run where").
+manifest is rewritten to list them.
 """
 
 from __future__ import annotations

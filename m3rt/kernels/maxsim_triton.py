@@ -151,10 +151,10 @@ def default_config(rows: int, d: int, dtype: torch.dtype) -> dict:
     """Tiles by query rows per document. Few rows (one query): memory-bound, so small tiles and
     many resident programs per SM hide HBM latency (sm_90: 108 regs, 48 KiB smem, 0 spills at
     d=1024). Many rows: 128-row tiles (4 queries of 32 tokens share each document tile) on wgmma.
-    Chosen from bench/device/maxsim.sh's sweep on an H100 (bench/results/gpu-h100.md): one query at
-    d=1024 reads at 103% of the measured copy rate with every tile tried (within 1%); 128 queries at
-    d=1024 ran 52 ms with 128-wide document tiles and 4 warps against 70 ms with 64 and 8 (59% / 44%
-    of the measured fp16 matmul rate); at d=128 the 64-wide tiles stayed faster (12 ms against 14)."""
+    Chosen from bench/device/maxsim.sh's sweeps on an H100 (bench/results/gpu-h100.md): one query at
+    d=1024 reads at 103% of the measured copy rate with every tile tried (within 1%); 128 queries x 10k
+    documents ran 51-52 ms at d=1024 with 128-wide document tiles and 4 warps against 70 ms with 64 and 8,
+    and 9.7 ms against 11.9 at d=128."""
     block_m = min(128, max(16, _pow2(rows)))
     if dtype == torch.float32:  # fp32 runs on FMA units ("ieee"): keep tiles small
         return dict(BLOCK_M=min(block_m, 64), BLOCK_N=32, BLOCK_D=min(64, max(16, _pow2(d))),
@@ -162,9 +162,7 @@ def default_config(rows: int, d: int, dtype: torch.dtype) -> dict:
     if block_m <= 32:
         return dict(BLOCK_M=block_m, BLOCK_N=64, BLOCK_D=min(128, max(16, _pow2(d))),
                     num_warps=4, num_stages=3)
-    if d > 128:
-        return dict(BLOCK_M=block_m, BLOCK_N=128, BLOCK_D=64, num_warps=4, num_stages=3)
-    return dict(BLOCK_M=block_m, BLOCK_N=64, BLOCK_D=min(64, max(16, _pow2(d))), num_warps=8, num_stages=3)
+    return dict(BLOCK_M=block_m, BLOCK_N=128, BLOCK_D=min(64, max(16, _pow2(d))), num_warps=4, num_stages=3)
 
 
 def _prepare(queries: torch.Tensor, docs: torch.Tensor):

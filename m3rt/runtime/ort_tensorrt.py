@@ -1,7 +1,7 @@
 """onnxruntime's TensorRT execution provider: TensorRT engines built and cached by onnxruntime, fp16,
 with the optimisation profiles of m3rt.runtime.profiles; IO binding as the CUDA backend.
 Needs an artifact exported with attention="standard" (TensorRT cannot run com.microsoft ops; onnxruntime
-would hand those nodes to CUDA and split the graph). NOT YET RUN ON A GPU (see README).
+would hand those nodes to CUDA and split the graph).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Native TensorRT: the artifact's model.plan (built by `m3rt build-engine`), one execution context per
 optimisation profile, set_input_shape per call, cuda-python device buffers with pinned host staging, one
-CUDA stream. NOT YET RUN ON A GPU (see README, "What has run where").
+CUDA stream.
 """
 
 from __future__ import annotations
