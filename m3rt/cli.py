@@ -102,8 +102,33 @@ def _info(args) -> None:
         print(f"{m['precision']} vs fp32   " + ", ".join(f"{k} {v:.4f}" for k, v in reduced["metrics"].items()))
         if reduced.get("failed"):
             print(f"              PAST THRESHOLD (not enforced at export): {', '.join(reduced['failed'])}")
+    cpu = m.get("export_cpu")
+    if cpu:
+        print(f"exported on   {cpu['class']} ({cpu['model']})")
     print(f"created       {m.get('created')} with " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
     print(f"files         {len(m['files'])}" + ("" if args.no_verify else ", sha256 verified"))
+
+
+def _doctor(args) -> None:
+    from m3rt.doctor import diagnose
+
+    r = diagnose()
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return
+    cpu = r["cpu"]
+    print(f"cpu           {cpu['model']}, {cpu['cores']} cores, {cpu['arch']}")
+    print(f"cpu class     {cpu['class']}  (flags: {' '.join(cpu['flags']) or 'none reported'}; "
+          f"int8 {'exact' if cpu['int8_exact'] else 'through saturating 16-bit sums'})")
+    print(f"memory        {r['memory_gib']} GiB")
+    ort = r["onnxruntime"]
+    print(f"onnxruntime   {ort.get('version') or 'not installed'}"
+          + (f"  (providers: {', '.join(ort['providers'])})" if ort.get("providers") else ""))
+    print(f"gpus          {'; '.join(r['gpus']) or 'none seen (no nvidia-smi, or it lists none)'}")
+    for name, why in r["backends"].items():
+        print(f"backend       {name}: {'can run here' if why is None else why}")
+    for line in r["advice"]:
+        print(f"advice        {line}")
 
 
 def _demo(args) -> None:
@@ -173,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("artifact")
     i.add_argument("--no-verify", action="store_true", help="skip the sha256 check of every file")
     i.set_defaults(func=_info)
+
+    dr = sub.add_parser("doctor", help="what this machine is, which backends can run here, and what to export")
+    dr.add_argument("--json", action="store_true", help="the report as JSON")
+    dr.set_defaults(func=_doctor)
 
     d = sub.add_parser("demo", help="build the tiny TEST model, export it, encode a few texts")
     d.add_argument("--out", default="m3rt-demo", help="working directory (default: ./m3rt-demo)")

@@ -25,8 +25,13 @@ def cpu_model() -> str:
 
 
 def machine_info() -> dict:
+    from m3rt.runtime.cpu import detect
+
+    cpu = detect()
     return {
         "cpu": cpu_model(),
+        "cpu_class": cpu.cls,
+        "cpu_flags": list(cpu.flags),
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),

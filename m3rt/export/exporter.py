@@ -22,6 +22,7 @@ from m3rt.artifact import (EXTERNAL_DATA, FORMAT_VERSION, GRAPH, INPUT_NAMES, MA
 from m3rt.errors import SourceError
 from m3rt.export.attention import ATTENTION_KINDS
 from m3rt.export.source import check_source_files, resolve_source
+from m3rt.runtime.cpu import detect as detect_cpu
 from m3rt.runtime.tokenize import TextTokenizer
 
 log = logging.getLogger("m3rt.export")
@@ -124,6 +125,8 @@ def _export_into(source, out: Path, precision: str, opset: int, enforce_fidelity
             "clean_up_tokenization_spaces": bool(tok_cfg.get("clean_up_tokenization_spaces", False)),
         },
         "versions": _versions(),
+        # The CPU class the fidelity checks ran on: int8 can give other numbers on another class.
+        "export_cpu": {k: v for k, v in detect_cpu().as_dict().items() if k in ("class", "model", "flags")},
         "validation": validation,
     }
     _readable_by_all(out)
