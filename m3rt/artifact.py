@@ -20,10 +20,13 @@ GRAPH = "model.onnx"
 # All weights in ONE external file when the graph is over protobuf's 2 GB limit.
 EXTERNAL_DATA = "model.onnx.data"
 TOKENIZER = "tokenizer.json"
+# int8 artifacts: a probe batch (ids, mask) and the fp32 graph's outputs on it, so that a machine of another CPU
+# class can check at load that int8 still meets its thresholds there (runtime/cpu_check.py).
+PROBE = "probe.npz"
 
 # fp32: the traced graph. int8: its backbone matrix products quantised for the CPU (export/quantize.py).
 # fp16: its backbone in half precision for GPUs (export/half.py). Both are checked against the fp32 graph
-# (export/fidelity.py).
+# (m3rt/fidelity.py).
 PRECISIONS = ("fp32", "int8", "fp16")
 
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -77,6 +80,14 @@ class Manifest:
     @property
     def precision(self) -> str:
         return str(self.data["precision"])
+
+    @property
+    def probe_path(self) -> Path | None:
+        return self.root / PROBE if PROBE in self.data["files"] else None
+
+    @property
+    def export_cpu_class(self) -> str | None:
+        return (self.data.get("export_cpu") or {}).get("class")
 
 
 def write_manifest(root: Path, data: dict[str, Any]) -> Path:

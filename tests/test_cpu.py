@@ -76,3 +76,51 @@ def test_export_records_its_cpu_class_and_info_prints_it(tiny_artifact, capsys):
     assert recorded["class"] == detect().cls and isinstance(recorded["flags"], list)
     assert main(["info", str(tiny_artifact)]) == 0
     assert f"exported on   {recorded['class']}" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def tiny_int8(tiny_model_dir, tmp_path_factory):
+    from m3rt.export import export
+
+    return export(tiny_model_dir, tmp_path_factory.mktemp("int8") / "artifact", precision="int8")
+
+
+def _pretend_class(monkeypatch, cls):
+    import dataclasses
+
+    import m3rt.runtime.cpu as cpu
+
+    real = cpu.detect()
+    monkeypatch.setattr(cpu, "detect", lambda: dataclasses.replace(real, cls=cls))
+
+
+def test_int8_carries_a_probe_and_same_class_skips_the_check(tiny_int8):
+    from m3rt import M3Runtime
+    from m3rt.artifact import PROBE, read_manifest
+
+    manifest = read_manifest(tiny_int8)
+    assert PROBE in manifest.data["files"] and manifest.probe_path.is_file()
+    assert M3Runtime(tiny_int8).cpu_check is None
+
+
+def test_int8_on_another_class_is_remeasured_at_load(tiny_int8, monkeypatch):
+    from m3rt import M3Runtime
+    from m3rt.artifact import read_manifest
+
+    exported_on = read_manifest(tiny_int8).export_cpu_class
+    _pretend_class(monkeypatch, "avx2" if exported_on != "avx2" else "avx512-vnni")
+    metrics = M3Runtime(tiny_int8).cpu_check
+    recorded = read_manifest(tiny_int8).data["validation"]["int8"]["metrics"]
+    assert set(metrics) == set(recorded)
+    assert metrics["dense_min_cosine"] >= 0.99 and metrics["sparse_top10_overlap"] >= 0.9
+
+
+def test_int8_past_thresholds_on_another_class_is_refused_with_numbers(tiny_int8, monkeypatch):
+    from m3rt import M3Runtime, fidelity
+    from m3rt.errors import ArtifactError
+
+    _pretend_class(monkeypatch, "some-other-class")
+    monkeypatch.setitem(fidelity.THRESHOLDS, "int8", [("dense_min_cosine", "min", 1.01)])
+    with pytest.raises(ArtifactError, match=r"some-other-class.*dense_min_cosine 0\.\d+ \(below 1.01\)"):
+        M3Runtime(tiny_int8)
+    assert M3Runtime(tiny_int8, check_cpu_class=False).cpu_check is None

@@ -278,7 +278,7 @@ def _fp32_session(manifest):
 
 def _fidelity(engine, ref_session, torch_run, manifest, cfg, rng, deadline) -> list[dict]:
     from m3rt.artifact import OUTPUT_NAMES
-    from m3rt.export import fidelity
+    from m3rt import fidelity
     from m3rt.runtime.tokenize import TextTokenizer
 
     tok = TextTokenizer(manifest.tokenizer_path, manifest.pad_id)
@@ -322,7 +322,7 @@ def _fidelity(engine, ref_session, torch_run, manifest, cfg, rng, deadline) -> l
 
 def _runtime_end_to_end(fp16_dir: Path, fp32_dir: Path) -> dict:
     from m3rt import M3Runtime
-    from m3rt.export.fidelity import FIDELITY_TEXTS
+    from m3rt.fidelity import FIDELITY_TEXTS
 
     texts = FIDELITY_TEXTS * 4
     gpu = M3Runtime(fp16_dir, backend="onnxruntime-cuda")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from m3rt.artifact import (EXTERNAL_DATA, FORMAT_VERSION, GRAPH, INPUT_NAMES, MANIFEST, OUTPUT_NAMES, PRECISIONS,
-                           TOKENIZER, write_manifest)
+                           PROBE, TOKENIZER, write_manifest)
 from m3rt.errors import SourceError
 from m3rt.export.attention import ATTENTION_KINDS
 from m3rt.export.source import check_source_files, resolve_source
@@ -97,6 +97,8 @@ def _export_into(source, out: Path, precision: str, opset: int, enforce_fidelity
             external = _reduce(fp32_graph, out / GRAPH, precision)
             validation[precision] = _check_fidelity(fp32_graph, out / GRAPH, precision, tokenizer, max_length,
                                                     skip_ids, enforce_fidelity)
+            if precision == "int8":
+                _write_probe(fp32_graph, out / PROBE, tokenizer)
     tok_cfg = _read_json(root / "tokenizer_config.json")
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -166,13 +168,21 @@ def _reduce(fp32_graph: Path, out_graph: Path, precision: str) -> bool:
 
 def _check_fidelity(fp32_graph: Path, graph: Path, precision: str, tokenizer, max_length: int, skip_ids,
                     enforce: bool) -> dict:
-    from m3rt.export import fidelity
+    from m3rt import fidelity
 
     log.info("checking the %s graph against the fp32 graph on %d texts", precision, len(fidelity.FIDELITY_TEXTS))
     ids, mask = fidelity.fidelity_batch(tokenizer, max_length)
     metrics = fidelity.measure(_run_graph(fp32_graph, ids, mask), _run_graph(graph, ids, mask), ids, mask, skip_ids)
     log.info("%s fidelity: %s", precision, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return fidelity.check(metrics, precision, enforce)
+
+
+def _write_probe(fp32_graph: Path, path: Path, tokenizer) -> None:
+    """The probe batch and the fp32 graph's outputs on it (~1 MB at bge-m3 shape)."""
+    from m3rt import fidelity
+
+    ids, mask = fidelity.probe_batch(tokenizer)
+    np.savez(path, input_ids=ids, attention_mask=mask, **_run_graph(fp32_graph, ids, mask))
 
 
 def _run_graph(graph: Path, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:

@@ -30,6 +30,8 @@ class RuntimeConfig:
     show_progress: bool = False
     # Hash every artifact file against the manifest at load time.
     verify_checksums: bool = True
+    # An int8 artifact exported on another CPU class: re-measure its fidelity here at load (one small call).
+    check_cpu_class: bool = True
 
     def __post_init__(self):
         for name in ("batch_size", "max_batch_tokens", "query_max_length", "passage_max_length"):

@@ -44,6 +44,12 @@ class M3Runtime:
         except Exception as e:  # the tokenizers library raises a bare Exception on a bad file
             raise ArtifactError(f"{self.manifest.tokenizer_path}: cannot be loaded as a tokenizer ({e})") from None
         self.engine = create_engine(self.config.backend, self.manifest, self.config)
+        self.cpu_check = None  # the metrics re-measured here, for an int8 artifact from another CPU class
+        if self.config.check_cpu_class and self.manifest.precision == "int8":
+            from m3rt.runtime.cpu import detect
+            from m3rt.runtime.cpu_check import check_int8_on_this_cpu
+
+            self.cpu_check = check_int8_on_this_cpu(self.manifest, self.engine, detect().cls)
         self.batch_tokens = self.config.max_batch_tokens or self.engine.batch_tokens
 
     # ------------------------------------------------------------------ encoding

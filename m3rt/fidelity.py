@@ -35,6 +35,9 @@ FIDELITY_TEXTS = [
     " ".join(["Search engines rank documents by relevance and freshness."] * 15),
 ]
 MAX_LENGTH = 256
+# The probe an int8 artifact carries (artifact.PROBE): a few texts, short, so the check at load is one small call.
+PROBE_TEXTS = FIDELITY_TEXTS[:6] + FIDELITY_TEXTS[7:10]
+PROBE_MAX_LENGTH = 64
 
 # Per precision: (metric, "min" or "max", bound). int8 bounds follow the goals set for the CPU build
 # (dense >= 0.99, top-10 overlap >= 0.9 on a trained model); fp16 ones those for the GPU build.
@@ -50,6 +53,23 @@ def fidelity_batch(tokenizer, max_length: int) -> tuple[np.ndarray, np.ndarray]:
     from m3rt.runtime.batching import pad_batch
 
     return pad_batch(tokenizer.encode(FIDELITY_TEXTS, min(max_length, MAX_LENGTH)), tokenizer.pad_id)
+
+
+def probe_batch(tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    from m3rt.runtime.batching import pad_batch
+
+    return pad_batch(tokenizer.encode(PROBE_TEXTS, PROBE_MAX_LENGTH), tokenizer.pad_id)
+
+
+def past_thresholds(metrics: dict[str, float], precision: str) -> list[str]:
+    """Every metric past its threshold, as 'name value (below|above bound)'; NaN fails too."""
+    failed = []
+    for name, kind, bound in THRESHOLDS[precision]:
+        value = metrics[name]
+        ok = value >= bound if kind == "min" else value <= bound
+        if not ok:
+            failed.append(f"{name} {value:.4f} ({'below' if kind == 'min' else 'above'} {bound})")
+    return failed
 
 
 def measure(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], ids: np.ndarray,
@@ -90,13 +110,8 @@ def measure(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
 def check(metrics: dict[str, float], precision: str, enforce: bool = True) -> dict:
     """The report for the manifest; raises naming every metric past its threshold when `enforce`, else
     records them under "failed" (for random-weight benchmark models, whose int8 error says little)."""
-    failed, bounds = [], {}
-    for name, kind, bound in THRESHOLDS[precision]:
-        value = metrics[name]
-        bounds[name] = {kind: bound}
-        ok = value >= bound if kind == "min" else value <= bound
-        if not ok:  # NaN fails too
-            failed.append(f"{name} {value:.4f} ({'below' if kind == 'min' else 'above'} {bound})")
+    bounds = {name: {kind: bound} for name, kind, bound in THRESHOLDS[precision]}
+    failed = past_thresholds(metrics, precision)
     message = f"{precision} graph is too far from the fp32 graph: " + ", ".join(failed)
     if failed and enforce:
         raise ExportValidationError(message)

@@ -1,0 +1,41 @@
+"""An int8 artifact loaded on another CPU class than it was exported on: check it still meets its thresholds.
+
+int8 arithmetic differs between classes (runtime/cpu.py: exact sums with VNNI, saturating ones on AVX2), so
+the fidelity measured at export holds for the class it was measured on. The artifact carries a probe batch and
+the fp32 graph's outputs on it (artifact.PROBE); on another class one engine call on that batch measures the same
+metrics here. Past a threshold is an error with the numbers: the artifact would silently lose accuracy.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from m3rt.artifact import OUTPUT_NAMES, Manifest
+from m3rt.errors import ArtifactError
+
+log = logging.getLogger("m3rt.runtime")
+
+
+def check_int8_on_this_cpu(manifest: Manifest, engine, this_class: str) -> dict | None:
+    """None when no check is needed (not int8 on a CPU engine, or the class it was exported on); else the
+    metrics measured here. Raises ArtifactError past a threshold."""
+    from m3rt import fidelity
+
+    if manifest.precision != "int8" or manifest.probe_path is None or manifest.export_cpu_class == this_class:
+        return None
+    with np.load(manifest.probe_path) as probe:
+        ids, mask = probe["input_ids"], probe["attention_mask"]
+        reference = {name: probe[name] for name in OUTPUT_NAMES}
+    got = engine.run(ids, mask, OUTPUT_NAMES)
+    metrics = fidelity.measure(reference, got, ids, mask, manifest.sparse_skip_ids)
+    failed = fidelity.past_thresholds(metrics, "int8")
+    where = f"this CPU ({this_class}; the artifact was exported and checked on {manifest.export_cpu_class})"
+    numbers = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    if failed:
+        raise ArtifactError(f"{manifest.root}: the int8 graph misses its fidelity thresholds on {where}: "
+                            f"{', '.join(failed)}. Export int8 on this machine, use the fp32 artifact, or pass "
+                            "check_cpu_class=False to load it anyway")
+    log.info("int8 on %s: %s (within the thresholds)", where, numbers)
+    return metrics
