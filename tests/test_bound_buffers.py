@@ -67,16 +67,19 @@ def test_concurrent_callers_get_their_own_answers(engine):
 
     def worker(seed):
         rng = np.random.default_rng(seed)
-        for _ in range(25):
-            ids, mask = _batch(rng, 2, 32)
-            got = engine.run(ids, mask, OUTPUT_NAMES)
-            want = engine._run_unbound({"input_ids": ids, "attention_mask": mask}, OUTPUT_NAMES)
-            if not all(np.array_equal(got[n], want[n]) for n in OUTPUT_NAMES):
-                errors.append(seed)
+        try:
+            for _ in range(25):
+                ids, mask = _batch(rng, 2, 32)
+                got = engine.run(ids, mask, OUTPUT_NAMES)
+                want = engine._run_unbound({"input_ids": ids, "attention_mask": mask}, OUTPUT_NAMES)
+                if not all(np.array_equal(got[n], want[n]) for n in OUTPUT_NAMES):
+                    errors.append(f"thread {seed}: another call's answer")
+        except BaseException as e:  # surfaced below: a thread's exception would otherwise be lost
+            errors.append(e)
 
     threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert not errors
+    assert not errors, errors
