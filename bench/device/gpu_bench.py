@@ -44,9 +44,6 @@ def log(msg: str) -> None:
 
 
 def prepare(work: Path, shape: str) -> None:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     from m3rt.export.tiny_model import BGE_M3_SHAPE, build_tiny_model
 
     work.mkdir(parents=True, exist_ok=True)
@@ -54,12 +51,10 @@ def prepare(work: Path, shape: str) -> None:
     if not (model_dir / "config.json").is_file():
         build_tiny_model(model_dir, **(BGE_M3_SHAPE if shape == "bge-m3" else {}))
         log(f"built the {shape}-shape random model in {model_dir}")
-    # The three exports at once, each in a fresh (spawned: torch's threads do not survive a fork) process.
-    todo = [(name, precision, attention) for name, precision, attention in ARTIFACTS
-            if not (work / name / "manifest.json").is_file()]
-    with ProcessPoolExecutor(len(todo) or 1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for (name, _, _), report in zip(todo, pool.map(_export_one, [(model_dir, work / n, p, a) for n, p, a in todo])):
-            log(f"exported {name}: {report}")
+    # One after another: three exports at once on 16 cores took 261 s against 153 s for the first two alone.
+    for name, precision, attention in ARTIFACTS:
+        if not (work / name / "manifest.json").is_file():
+            log(f"exported {name}: {_export_one((model_dir, work / name, precision, attention))}")
 
 
 ARTIFACTS = [("fp32", "fp32", "fused"), ("fp16", "fp16", "fused"), ("fp16-standard", "fp16", "standard")]
