@@ -152,7 +152,7 @@ def run(work: Path, out: Path, budget_s: float, reps: int) -> None:
                 ("onnxruntime-cuda-standard", lambda: _time_grid(
                     lambda i, m, e=create_engine("onnxruntime-cuda", std_manifest, RuntimeConfig(
                         backend="onnxruntime-cuda")): e.run(i, m, OUTPUT_NAMES), inputs, reps)),
-                ("onnxruntime-cuda-graph-standard", lambda: _time_fixed_shapes(std_manifest, inputs, reps, True, cfg))):
+                ("onnxruntime-cuda-graph-standard", lambda: _time_cuda_graph(std_manifest, inputs, reps, cfg))):
             if time.monotonic() > deadline - 90:
                 result["skipped"][name] = "out of time budget"
                 continue
@@ -213,47 +213,26 @@ def _time_grid(run, inputs, reps: int) -> dict[str, float]:
     return times
 
 
-def _time_fixed_shapes(manifest, inputs, reps: int, cuda_graph: bool, cfg: dict) -> dict[str, float]:
-    """Device buffers bound once per shape; per call: inputs copied in place, run, outputs copied back."""
+def _time_cuda_graph(manifest, inputs, reps: int, cfg: dict) -> dict[str, float]:
+    """onnxruntime's CUDA graph capture over the engine's bound buffers (runtime/ort_cuda.py _BoundShape)."""
     import onnxruntime as ort
 
-    from m3rt.artifact import OUTPUT_NAMES
     from m3rt.runtime.config import RuntimeConfig
     from m3rt.runtime.ort_cpu import session_options
+    from m3rt.runtime.ort_cuda import _BoundShape
 
     times = {}
     for (b, s), (ids, mask) in inputs.items():
-        opts = {"device_id": 0}
-        if cuda_graph:
-            opts["enable_cuda_graph"] = "1"
-        # One session per shape: a captured CUDA graph is tied to its buffers' addresses and shapes.
+        # One session per shape: a captured graph is tied to its buffers' addresses and shapes.
         sess = ort.InferenceSession(str(manifest.graph_path), sess_options=session_options(RuntimeConfig()),
-                                    providers=[("CUDAExecutionProvider", opts)])
+                                    providers=[("CUDAExecutionProvider", {"device_id": 0, "enable_cuda_graph": "1"})])
         shapes = {"dense_vecs": (b, cfg["hidden_size"]), "sparse_weights": (b, s),
                   "colbert_vecs": (b, s - 1, cfg["hidden_size"])}
-        x = {n: ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0) for n, a in (("input_ids", ids), ("attention_mask", mask))}
-        y = {n: ort.OrtValue.ortvalue_from_shape_and_type(shapes[n], np.float32, "cuda", 0) for n in OUTPUT_NAMES}
-        binding = sess.io_binding()
-        for n, v in x.items():
-            binding.bind_ortvalue_input(n, v)
-        for n, v in y.items():
-            binding.bind_ortvalue_output(n, v)
-
-        def call():
-            x["input_ids"].update_inplace(ids)
-            x["attention_mask"].update_inplace(mask)
-            sess.run_with_iobinding(binding)
-            return {n: v.numpy() for n, v in y.items()}
-
-        for _ in range(3):
-            call()
-        samples = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            call()
-            samples.append(time.perf_counter() - t)
-        times[f"{b}x{s}"] = statistics.median(samples)
-        del binding, sess
+        bound = _BoundShape(sess, "cuda", 0, {"input_ids": ids, "attention_mask": mask},
+                            {n: np.empty(shape, np.float32) for n, shape in shapes.items()})
+        times.update(_time_grid(lambda i, m: bound.run({"input_ids": i, "attention_mask": m}), {(b, s): (ids, mask)},
+                                reps))
+        del bound, sess
     return times
 
 

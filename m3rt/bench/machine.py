@@ -14,22 +14,12 @@ PACKAGES = ("m3rt", "onnxruntime", "torch", "transformers", "FlagEmbedding", "nu
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine_info() -> dict:
     from m3rt.runtime.cpu import detect
 
     cpu = detect()
     return {
-        "cpu": cpu_model(),
+        "cpu": cpu.model,
         "cpu_class": cpu.cls,
         "cpu_flags": list(cpu.flags),
         "cores": os.cpu_count(),

@@ -76,9 +76,8 @@ def drop_fp16_round_trips(graph) -> int:
             if name in rename:
                 node.input[i] = rename[name]
     # A graph output keeps its name: its Cast now reads the fp32 tensor (an fp32 -> fp32 identity).
-    for node in graph.node:
-        if node.op_type == "Cast" and node.output[0] in rename and node.output[0] in graph_outputs:
-            node.input[0] = rename[node.output[0]]
+    for name in rename.keys() & graph_outputs:
+        producer[name].input[0] = rename[name]
     _drop_dead_nodes(graph)
     log.info("removed %d fp32 -> fp16 -> fp32 round trips", len(rename))
     return len(rename)
@@ -86,10 +85,7 @@ def drop_fp16_round_trips(graph) -> int:
 
 def _nodes_with_subgraphs(graph):
     for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            for sub in (attr.g, *attr.graphs):
-                yield from _nodes_with_subgraphs(sub)
+        yield from _nodes_with_subgraphs_of(node)
 
 
 def _cast_to(node) -> int:
@@ -114,6 +110,7 @@ def _drop_dead_nodes(graph) -> None:
 
 
 def _nodes_with_subgraphs_of(node):
+    """The node and every node of its subgraphs (If / Loop bodies), at any depth."""
     yield node
     for attr in node.attribute:
         for sub in (attr.g, *attr.graphs):

@@ -18,12 +18,16 @@ from m3rt.errors import ArtifactError
 log = logging.getLogger("m3rt.runtime")
 
 
-def check_int8_on_this_cpu(manifest: Manifest, engine, this_class: str) -> dict | None:
-    """None when no check is needed (not int8 on a CPU engine, or the class it was exported on); else the
-    metrics measured here. Raises ArtifactError past a threshold."""
+def check_int8_on_this_cpu(manifest: Manifest, engine) -> dict | None:
+    """None when no check is needed (not int8, no probe, or this machine has the class it was exported on);
+    else the metrics measured here. Raises ArtifactError past a threshold."""
+    if manifest.precision != "int8" or manifest.probe_path is None:
+        return None  # before reading the CPU: fp32 and fp16 artifacts pay nothing at load
     from m3rt import fidelity
+    from m3rt.runtime import cpu
 
-    if manifest.precision != "int8" or manifest.probe_path is None or manifest.export_cpu_class == this_class:
+    this_class = cpu.detect().cls
+    if manifest.export_cpu_class == this_class:
         return None
     with np.load(manifest.probe_path) as probe:
         ids, mask = probe["input_ids"], probe["attention_mask"]

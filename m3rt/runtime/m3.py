@@ -19,6 +19,7 @@ from m3rt.runtime import heads, scoring
 from m3rt.runtime.backends import create_engine
 from m3rt.runtime.batching import pad_batch, plan_batches
 from m3rt.runtime.config import RuntimeConfig
+from m3rt.runtime.cpu_check import check_int8_on_this_cpu
 from m3rt.runtime.tokenize import TextTokenizer
 
 _OUTPUT_OF = {"dense": "dense_vecs", "sparse": "sparse_weights", "colbert": "colbert_vecs"}
@@ -44,12 +45,8 @@ class M3Runtime:
         except Exception as e:  # the tokenizers library raises a bare Exception on a bad file
             raise ArtifactError(f"{self.manifest.tokenizer_path}: cannot be loaded as a tokenizer ({e})") from None
         self.engine = create_engine(self.config.backend, self.manifest, self.config)
-        self.cpu_check = None  # the metrics re-measured here, for an int8 artifact from another CPU class
-        if self.config.check_cpu_class and self.manifest.precision == "int8":
-            from m3rt.runtime.cpu import detect
-            from m3rt.runtime.cpu_check import check_int8_on_this_cpu
-
-            self.cpu_check = check_int8_on_this_cpu(self.manifest, self.engine, detect().cls)
+        # The metrics re-measured here, for an int8 artifact exported on another CPU class.
+        self.cpu_check = check_int8_on_this_cpu(self.manifest, self.engine) if self.config.check_cpu_class else None
         self.batch_tokens = self.config.max_batch_tokens or self.engine.batch_tokens
 
     # ------------------------------------------------------------------ encoding
