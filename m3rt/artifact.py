@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ TOKENIZER = "tokenizer.json"
 # int8 artifacts: a probe batch (ids, mask) and the fp32 graph's outputs on it, so that a machine of another CPU
 # class can check at load that int8 still meets its thresholds there (runtime/cpu_check.py).
 PROBE = "probe.npz"
+# Folders inside an artifact that hold caches rebuilt on demand (onnxruntime-TensorRT's engines), not listed.
+CACHE_DIRS = ("trt-cache",)
 
 # fp32: the traced graph. int8: its backbone matrix products quantised for the CPU (export/quantize.py).
 # fp16: its backbone in half precision for GPUs (export/half.py). Both are checked against the fp32 graph
@@ -52,6 +55,21 @@ class Manifest:
 
     root: Path
     data: dict[str, Any]
+    # (size, mtime_ns, inode) of every listed file when it was read: a file replaced or rewritten under a
+    # live runtime (the weights are memory-mapped) is caught by `changed_files` before it is used again.
+    stamps: dict[str, tuple[int, int, int]] = field(default_factory=dict, compare=False, repr=False)
+
+    def changed_files(self) -> list[str]:
+        """Listed files whose size, mtime or inode differs from when the manifest was read."""
+        changed = []
+        for name, stamp in self.stamps.items():
+            try:
+                now = _stamp(self.root / name)
+            except OSError:
+                now = None
+            if now != stamp:
+                changed.append(name)
+        return changed
 
     @property
     def graph_path(self) -> Path:
@@ -129,13 +147,39 @@ def read_manifest(root: str | Path, verify: bool = True) -> Manifest:
     if problem:
         raise ArtifactError(f"{path}: bad manifest, {problem}")
     files = data["files"]
+    _check_contents(root, files)
+    stamps = {}
     for name, expected in files.items():
         file = root / name
         if not file.is_file():
             raise ArtifactError(f"{file}: missing (listed in {MANIFEST})")
+        stamps[name] = _stamp(file)
         if verify and sha256_file(file) != expected:
             raise ArtifactError(f"{file}: sha256 mismatch with {MANIFEST} (file corrupt or modified)")
-    return Manifest(root=root, data=data)
+    return Manifest(root=root, data=data, stamps=stamps)
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _check_contents(root: Path, files: dict[str, str]) -> None:
+    """Regular files only, each listed: a symbolic link could point the runtime (and the checksum) at a file
+    outside the artifact, and an unlisted file (say a model.onnx.data the graph reads) would go unverified."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        for name in [*dirnames, *filenames]:
+            path = here / name
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                raise ArtifactError(f"{path}: a symbolic link inside the artifact; artifacts hold regular files only")
+            if name in dirnames:
+                continue
+            if rel != MANIFEST and rel not in files and rel.split("/")[0] not in CACHE_DIRS:
+                raise ArtifactError(f"{path}: not listed in {MANIFEST}; an artifact holds only the files its manifest "
+                                    "lists (remove it, or re-export)")
+        dirnames[:] = [d for d in dirnames if here != root or d not in CACHE_DIRS]
 
 
 def _structure_problem(data: dict[str, Any]) -> str | None:
@@ -163,4 +207,19 @@ def _structure_problem(data: dict[str, Any]) -> str | None:
         return "'files' must list the graph and the tokenizer"
     if any(Path(name).is_absolute() or ".." in Path(name).parts for name in files):
         return "'files' may only name files inside the artifact"
+    for key in ("source", "model_type", "precision"):
+        if not isinstance(data[key], str):
+            return f"{key!r} must be a string"
+    if not is_int(data["opset"]):
+        return "'opset' must be an integer"
+    if not isinstance(data["versions"], dict):
+        return "'versions' must be an object"
+    validation = data["validation"]
+    if not isinstance(validation, dict) or not isinstance(validation.get("outputs", {}), dict):
+        return "'validation' must be an object"
     return None
+
+
+def verify_artifact(root: str | Path) -> Manifest:
+    """Re-hash every file of the artifact against its manifest (what the runtime does at load, on demand)."""
+    return read_manifest(root, verify=True)

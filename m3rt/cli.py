@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 
 from m3rt.artifact import PRECISIONS
@@ -82,6 +83,17 @@ def _encode(args) -> None:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def _verify(args) -> None:
+    from m3rt.artifact import verify_artifact
+
+    m = verify_artifact(args.artifact)
+    print(f"{args.artifact}: {len(m.data['files'])} files match {m.root / 'manifest.json'} (sha256)")
+
+
+def _num(value, fmt: str) -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
+
+
 def _info(args) -> None:
     from m3rt.artifact import read_manifest
 
@@ -95,16 +107,19 @@ def _info(args) -> None:
           f"layers {dims.get('layers')}")
     print(f"max_length    {m['max_length']} tokens")
     print(f"special ids   {m['special_ids']}  (sparse skips {m['sparse_skip_ids']})")
-    for name, v in m["validation"]["outputs"].items():
-        print(f"validation    {name}: max abs err {v['max_abs_err']:.3g} (tolerance {v['tolerance']:.3g})")
+    for name, v in (m["validation"].get("outputs") or {}).items():
+        v = v if isinstance(v, dict) else {}
+        print(f"validation    {name}: max abs err {_num(v.get('max_abs_err'), '.3g')} "
+              f"(tolerance {_num(v.get('tolerance'), '.3g')})")
     reduced = m["validation"].get(m["precision"])
-    if reduced:  # the fidelity report of an int8 / fp16 graph against the fp32 one
-        print(f"{m['precision']} vs fp32   " + ", ".join(f"{k} {v:.4f}" for k, v in reduced["metrics"].items()))
+    if isinstance(reduced, dict):  # the fidelity report of an int8 / fp16 graph against the fp32 one
+        metrics = reduced.get("metrics") if isinstance(reduced.get("metrics"), dict) else {}
+        print(f"{m['precision']} vs fp32   " + ", ".join(f"{k} {_num(v, '.4f')}" for k, v in metrics.items()))
         if reduced.get("failed"):
-            print(f"              PAST THRESHOLD (not enforced at export): {', '.join(reduced['failed'])}")
+            print(f"              PAST THRESHOLD (not enforced at export): {', '.join(map(str, reduced['failed']))}")
     cpu = m.get("export_cpu")
-    if cpu:
-        print(f"exported on   {cpu['class']} ({cpu['model']})")
+    if isinstance(cpu, dict):
+        print(f"exported on   {cpu.get('class')} ({cpu.get('model')})")
     print(f"created       {m.get('created')} with " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
     print(f"files         {len(m['files'])}" + ("" if args.no_verify else ", sha256 verified"))
 
@@ -194,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--output", help="write JSONL here instead of stdout")
     c.set_defaults(func=_encode)
 
+    v = sub.add_parser("verify", help="re-hash every file of an artifact against its manifest")
+    v.add_argument("artifact")
+    v.set_defaults(func=_verify)
+
     i = sub.add_parser("info", help="summarise an artifact's manifest")
     i.add_argument("artifact")
     i.add_argument("--no-verify", action="store_true", help="skip the sha256 check of every file")
@@ -239,8 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every `finally` runs (an export removes its staging files)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading_is_main():
+        signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(level=logging.INFO, format="m3rt: %(message)s", stream=sys.stderr)
     for noisy in ("transformers", "torch", "onnxruntime"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -249,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("m3rt: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("m3rt: terminated", file=sys.stderr)
+        return 143
     except BrokenPipeError:
         return 0
     except Exception as e:  # one clear line, no traceback, unless asked for
@@ -261,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"m3rt: {kind}: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

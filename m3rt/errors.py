@@ -19,3 +19,7 @@ class ExportValidationError(M3RTError):
 
 class BackendError(M3RTError):
     """A named backend cannot start (a missing package, provider or device)."""
+
+
+class ExportBusyError(M3RTError):
+    """Another export holds the lock on the same output directory."""

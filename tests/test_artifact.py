@@ -86,3 +86,77 @@ def test_unreadable_graph_and_tokenizer_name_the_file(artifact_copy):
     (artifact_copy / "tokenizer.json").write_text("{}")
     with pytest.raises(ArtifactError, match="tokenizer.json: cannot be loaded as a tokenizer"):
         M3Runtime(artifact_copy, verify_checksums=False)
+
+
+def test_symlink_inside_the_artifact_is_refused(artifact_copy, tmp_path):
+    """A link could make the runtime read, and the checksum probe, a file outside the artifact."""
+    outside = tmp_path / "outside.json"
+    (artifact_copy / "tokenizer.json").rename(outside)
+    (artifact_copy / "tokenizer.json").symlink_to(outside)
+    with pytest.raises(ArtifactError, match="tokenizer.json: a symbolic link inside the artifact"):
+        M3Runtime(artifact_copy)
+
+
+def test_unlisted_file_is_refused(artifact_copy):
+    """An unlisted model.onnx.data would be read by the graph without ever being verified."""
+    (artifact_copy / "model.onnx.data").write_bytes(b"\0" * 64)
+    with pytest.raises(ArtifactError, match="model.onnx.data: not listed in manifest.json"):
+        M3Runtime(artifact_copy)
+    (artifact_copy / "model.onnx.data").unlink()
+    (artifact_copy / "trt-cache").mkdir()  # onnxruntime-TensorRT's engine cache: rebuilt on demand, not listed
+    (artifact_copy / "trt-cache" / "engine.bin").write_bytes(b"x")
+    M3Runtime(artifact_copy)
+
+
+def test_file_changed_under_a_live_runtime_is_caught(artifact_copy):
+    rt = M3Runtime(artifact_copy)
+    rt.encode("before")
+    graph = artifact_copy / "model.onnx"
+    graph.write_bytes(graph.read_bytes())  # rewritten in place, as `cp` does: same bytes, new mtime
+    import os
+
+    st = graph.stat()
+    os.utime(graph, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    with pytest.raises(ArtifactError, match="model.onnx changed on disk since this runtime loaded it"):
+        rt.encode("after")
+    M3Runtime(artifact_copy).encode("after")  # loading again is the way out
+
+
+@pytest.mark.parametrize("key, value", [("source", None), ("versions", None), ("validation", None),
+                                        ("opset", "17"), ("precision", None)])
+def test_null_manifest_fields_are_one_clear_error(artifact_copy, key, value, capsys):
+    from m3rt.cli import main
+
+    path = artifact_copy / "manifest.json"
+    data = json.loads(path.read_text())
+    data[key] = value
+    path.write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=f"bad manifest, '{key}' must be"):
+        M3Runtime(artifact_copy)
+    assert main(["info", str(artifact_copy)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("m3rt: error: ") and err.count("\n") == 1
+
+
+def test_info_tolerates_null_report_values(artifact_copy, capsys):
+    from m3rt.cli import main
+
+    path = artifact_copy / "manifest.json"
+    data = json.loads(path.read_text())
+    data["validation"]["outputs"]["dense_vecs"]["max_abs_err"] = None
+    data["export_cpu"] = None
+    data["dims"]["vocab"] = None
+    path.write_text(json.dumps(data))
+    assert main(["info", str(artifact_copy), "--no-verify"]) == 0
+    assert "dense_vecs: max abs err ?" in capsys.readouterr().out
+
+
+def test_verify_rehashes_on_demand(artifact_copy, capsys):
+    from m3rt.cli import main
+
+    assert main(["verify", str(artifact_copy)]) == 0
+    assert "files match" in capsys.readouterr().out
+    tok = artifact_copy / "tokenizer.json"
+    tok.write_text(tok.read_text().replace("<unk>", "<UNK>", 1))
+    assert main(["verify", str(artifact_copy)]) == 1
+    assert "tokenizer.json: sha256 mismatch" in capsys.readouterr().err

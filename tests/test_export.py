@@ -77,8 +77,9 @@ def test_wrong_head_shape_is_an_error(tiny_model_dir, tmp_path):
 
     src = shutil.copytree(tiny_model_dir, tmp_path / "model")
     torch.save(torch.nn.Linear(32, 64).state_dict(), src / "colbert_linear.pt")
-    with pytest.raises(ValueError, match="colbert_linear.pt"):
+    with pytest.raises(SourceError, match="colbert_linear.pt: weight shape"):
         export(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_validation_failure_names_the_output(tiny_model_dir, tmp_path, monkeypatch):

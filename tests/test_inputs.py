@@ -100,3 +100,18 @@ def test_input_order_restored_with_tiny_budget(tiny_artifact, runtime):
         np.testing.assert_allclose(x, y, atol=1e-6)
     assert [list(d) for d in a["lexical_weights"]] == [list(d) for d in b["lexical_weights"]]
     np.testing.assert_array_equal(a["dense_vecs"][2], a["dense_vecs"][5])  # same text, same vector
+
+
+def test_lone_surrogate_names_the_text(runtime):
+    with pytest.raises(ValueError, match=r"text 1 is not valid Unicode: '\\ud800' at character 2"):
+        runtime.encode(["fine", "ab\ud800cd"])
+
+
+def test_integer_arguments_take_numpy_integers_and_refuse_bools(runtime):
+    ref = runtime.encode(["hello world"], max_length=512, batch_size=4)["dense_vecs"]
+    out = runtime.encode(["hello world"], max_length=np.int64(512), batch_size=np.int32(4))["dense_vecs"]
+    np.testing.assert_array_equal(out, ref)
+    assert len(runtime.rerank("hello", ["a", "b", "c"], top_k=np.int64(2))) == 2
+    for name in ("batch_size", "max_length"):
+        with pytest.raises(ValueError, match=f"{name} must be an integer"):
+            runtime.encode("hi", **{name: True})

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -22,6 +21,7 @@ from m3rt.artifact import (EXTERNAL_DATA, FORMAT_VERSION, GRAPH, INPUT_NAMES, MA
 from m3rt.errors import SourceError
 from m3rt.export.attention import ATTENTION_KINDS
 from m3rt.export.source import check_source_files, resolve_source
+from m3rt.export.staging import Staging, check_writable_target, staged_artifact
 from m3rt.runtime.cpu import detect as detect_cpu
 from m3rt.runtime.tokenize import TextTokenizer
 
@@ -30,6 +30,8 @@ log = logging.getLogger("m3rt.export")
 TOKENIZER_FILES = (TOKENIZER, "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model")
 # FlagEmbedding skips these specials in the lexical weights (its tokenizer's cls/eos/pad/unk).
 SPARSE_SKIP_ROLES = ("cls_token", "eos_token", "pad_token", "unk_token")
+# The shortest token limit an artifact may declare: below it a model cannot read a sentence.
+MIN_MAX_LENGTH = 16
 XLMR_SPECIALS = {"cls_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 
 
@@ -47,27 +49,21 @@ def export(source: str | Path, out: str | Path, *, precision: str = "fp32", opse
         raise ValueError(f"attention {attention!r} is not one of {', '.join(ATTENTION_KINDS)}")
     if opset < 17:
         raise ValueError(f"opset {opset} is too old: m3rt exports with opset >= 17")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out}: output directory exists and is not empty (pass overwrite=True / --overwrite)")
-        if not (out / MANIFEST).is_file():
-            raise FileExistsError(f"{out}: not an m3rt artifact; refusing to overwrite it")
-        shutil.rmtree(out)
-    try:
-        _export_into(source, out, precision, opset, enforce_fidelity, attention)
-    except BaseException:
-        # Leave no half-written artifact behind: a rerun would refuse to overwrite it.
-        if out.is_dir() and not (out / MANIFEST).is_file():
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    return out
-
-
-def _export_into(source, out: Path, precision: str, opset: int, enforce_fidelity: bool, attention: str) -> None:
+    local = Path(source).expanduser()
+    # Checked before a download too, not only once the source is resolved.
+    check_writable_target(Path(out).absolute(), overwrite=overwrite, source=local if local.is_dir() else None)
     root = resolve_source(source)
     check_source_files(root)
+    with staged_artifact(out, overwrite=overwrite, source=root) as staging:
+        _export_into(source, root, staging, precision, opset, enforce_fidelity, attention)
+    return Path(out)
+
+
+def _export_into(source, root: Path, staging: Staging, precision: str, opset: int, enforce_fidelity: bool,
+                 attention: str) -> None:
+    """Write the whole artifact into staging.root (staged_artifact moves it to OUT once this returns)."""
     started = time.perf_counter()
+    out, scratch = staging.root, staging.scratch
 
     from m3rt.export.torch_model import load_m3_graph
     from m3rt.export.onnx_export import export_onnx
@@ -79,26 +75,26 @@ def _export_into(source, out: Path, precision: str, opset: int, enforce_fidelity
     max_length = _max_length(root, config)
     colbert_dim = model.colbert.out_features
 
-    out.mkdir(parents=True, exist_ok=True)
     for name in TOKENIZER_FILES:
         if (root / name).is_file():
             shutil.copy2(root / name, out / name)
-    tokenizer = TextTokenizer(out / TOKENIZER, specials["pad"])
+    tokenizer = TextTokenizer(out / TOKENIZER, specials["pad"], limit=max_length)
     if precision == "fp32":
-        external = export_onnx(model, out / GRAPH, pad_id=specials["pad"], opset=opset, attention=attention)
+        external = export_onnx(model, out / GRAPH, pad_id=specials["pad"], opset=opset, attention=attention,
+                               work_dir=scratch)
         validation = _validate(model, out / GRAPH, tokenizer, max_length)
     else:
-        # The fp32 graph is the reference of the reduced one; it lives beside `out` until checked.
-        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-fp32-") as tmp:
-            fp32_graph = Path(tmp) / GRAPH
-            export_onnx(model, fp32_graph, pad_id=specials["pad"], opset=opset, attention=attention)
-            validation = _validate(model, fp32_graph, tokenizer, max_length)
-            del model  # the quantiser holds its own copy of the weights
-            external = _reduce(fp32_graph, out / GRAPH, precision)
-            validation[precision] = _check_fidelity(fp32_graph, out / GRAPH, precision, tokenizer, max_length,
-                                                    skip_ids, enforce_fidelity)
-            if precision == "int8":
-                _write_probe(fp32_graph, out / PROBE, tokenizer)
+        # The fp32 graph is the reference of the reduced one; it stays in the scratch folder.
+        fp32_graph = scratch / "fp32" / GRAPH
+        fp32_graph.parent.mkdir()
+        export_onnx(model, fp32_graph, pad_id=specials["pad"], opset=opset, attention=attention, work_dir=scratch)
+        validation = _validate(model, fp32_graph, tokenizer, max_length)
+        del model  # the quantiser holds its own copy of the weights
+        external = _reduce(fp32_graph, out / GRAPH, precision, scratch)
+        validation[precision] = _check_fidelity(fp32_graph, out / GRAPH, precision, tokenizer, max_length,
+                                                skip_ids, enforce_fidelity)
+        if precision == "int8":
+            _write_probe(fp32_graph, out / PROBE, tokenizer)
     tok_cfg = _read_json(root / "tokenizer_config.json")
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -133,7 +129,7 @@ def _export_into(source, out: Path, precision: str, opset: int, enforce_fidelity
     }
     _readable_by_all(out)
     write_manifest(out, manifest)
-    log.info("artifact written to %s in %.1f s", out, time.perf_counter() - started)
+    log.info("artifact written to %s in %.1f s", staging.out, time.perf_counter() - started)
 
 
 def _validate(model, graph_path: Path, tokenizer, max_length: int) -> dict:
@@ -153,12 +149,12 @@ def _validate(model, graph_path: Path, tokenizer, max_length: int) -> dict:
             "reference": "pytorch-fp32", "outputs": report}
 
 
-def _reduce(fp32_graph: Path, out_graph: Path, precision: str) -> bool:
+def _reduce(fp32_graph: Path, out_graph: Path, precision: str, work_dir: Path) -> bool:
     """Write the reduced-precision graph; True when its weights went to EXTERNAL_DATA."""
     if precision == "int8":
         from m3rt.export.quantize import quantize_int8
 
-        quantize_int8(fp32_graph, out_graph)
+        quantize_int8(fp32_graph, out_graph, work_dir=work_dir)
     else:
         from m3rt.export.half import convert_fp16
 
@@ -197,6 +193,7 @@ def _readable_by_all(root: Path) -> None:
     """onnx writes external data files 0600; an artifact is deployed to other users: umask's usual modes."""
     umask = os.umask(0)
     os.umask(umask)
+    root.chmod(0o777 & ~umask)  # the staging folder is made 0700
     for path in root.iterdir():
         if path.is_file():
             path.chmod(0o666 & ~umask)
@@ -215,7 +212,14 @@ def _special_ids(root: Path, config) -> tuple[dict[str, int], list[int]]:
     """Special token ids from the tokenizer (its special-token map, XLM-R's names by default)."""
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(root / TOKENIZER))
+    try:
+        tok = Tokenizer.from_file(str(root / TOKENIZER))
+    except Exception as e:  # the tokenizers library raises a bare Exception on a bad file
+        raise SourceError(f"{root / TOKENIZER}: cannot be loaded as a tokenizer ({str(e)[:200]})") from None
+    size = tok.get_vocab_size(with_added_tokens=True)
+    if size > config.vocab_size:
+        raise SourceError(f"{root / TOKENIZER}: {size} tokens, more than the {config.vocab_size} rows of the embedding "
+                          "table (vocab_size in config.json); the extra ids would fail at encode time")
     roles = dict(XLMR_SPECIALS) if config.model_type == "xlm-roberta" else {}
     for source in (_read_json(root / "tokenizer_config.json"), _read_json(root / "special_tokens_map.json")):
         for role in ("cls_token", "eos_token", "pad_token", "unk_token", "sep_token"):
@@ -243,9 +247,12 @@ def _max_length(root: Path, config) -> int:
     positions = config.max_position_embeddings
     limit = positions - config.pad_token_id - 1 if config.model_type in ("xlm-roberta", "roberta") else positions
     declared = _read_json(root / "tokenizer_config.json").get("model_max_length")
-    if isinstance(declared, int) and 0 < declared < limit:
-        limit = declared
-    return int(limit)
+    if declared is None or (isinstance(declared, (int, float)) and not isinstance(declared, bool) and declared >= limit):
+        return int(limit)  # absent, or transformers' "no limit" placeholder (1e30)
+    if not isinstance(declared, int) or isinstance(declared, bool) or declared < MIN_MAX_LENGTH:
+        raise SourceError(f"{root / 'tokenizer_config.json'}: model_max_length {declared!r} is not a usable token "
+                          f"limit (an integer of at least {MIN_MAX_LENGTH}, up to the {limit} positions of config.json)")
+    return declared
 
 
 def _versions() -> dict[str, str]:

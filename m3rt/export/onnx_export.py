@@ -37,12 +37,13 @@ def _tracing_inputs(pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def export_onnx(model: torch.nn.Module, out_path: Path, *, pad_id: int, opset: int,
-                attention: str = "fused") -> Path | None:
-    """Write `out_path` (and EXTERNAL_DATA beside it when needed). Returns the external data path or None."""
+                attention: str = "fused", work_dir: Path | None = None) -> Path | None:
+    """Write `out_path` (and EXTERNAL_DATA beside it when needed). Returns the external data path or None.
+    work_dir: where the raw traced graph goes (the export's scratch folder, cleaned after a killed run)."""
     import onnx
 
     ids, mask = _tracing_inputs(pad_id)
-    with tempfile.TemporaryDirectory(prefix="m3rt-export-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="m3rt-export-", dir=work_dir) as tmp:
         raw = Path(tmp) / "raw.onnx"
         log.info("tracing the model to ONNX (opset %d)", opset)
         with torch.no_grad(), warnings.catch_warnings(), export_attention(model):

@@ -32,14 +32,14 @@ log = logging.getLogger("m3rt.export")
 FP32_SCOPES = ("/colbert/", "/sparse/", "/backbone/encoder/layer.0/")
 
 
-def quantize_int8(fp32_graph: Path, out_path: Path) -> None:
+def quantize_int8(fp32_graph: Path, out_path: Path, work_dir: Path | None = None) -> None:
     """Write the int8 graph of `fp32_graph` to `out_path`, its weights to EXTERNAL_DATA beside it."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     proto = onnx.load(str(fp32_graph), load_external_data=True)
     kept = [n.name for n in proto.graph.node if n.op_type == "MatMul" and n.name.startswith(FP32_SCOPES)]
-    with tempfile.TemporaryDirectory(prefix="m3rt-int8-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="m3rt-int8-", dir=work_dir) as tmp:
         quantized = Path(tmp) / "int8.onnx"
         log.info("quantising the backbone's matrix products to int8 (per channel; %d kept fp32: heads, layer 0)",
                  len(kept))

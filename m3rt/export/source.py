@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -54,3 +55,38 @@ def check_source_files(root: Path) -> None:
             raise SourceError(f"{root / name}: missing {what}; the BAAI/bge-m3 layout needs it")
     if not any((root / w).is_file() for w in WEIGHT_FILES):
         raise SourceError(f"{root}: no backbone weights ({' or '.join(WEIGHT_FILES)})")
+
+
+def weights_file(root: Path) -> Path:
+    """The backbone checkpoint transformers loads: safetensors first."""
+    for name in WEIGHT_FILES:
+        if (root / name).is_file():
+            return root / name
+    raise SourceError(f"{root}: no backbone weights ({' or '.join(WEIGHT_FILES)})")
+
+
+# Sizes config.json must give as positive integers (a 0 or a negative one fails deep inside transformers).
+_POSITIVE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
+             "max_position_embeddings")
+
+
+def check_config(root: Path) -> dict:
+    """config.json's model sizes, each checked, as a dict; every problem named with the file."""
+    path = root / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SourceError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise SourceError(f"{path}: expected a JSON object")
+    for key in _POSITIVE:
+        value = config.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise SourceError(f"{path}: {key} must be a positive integer, got {value!r}")
+    if config["hidden_size"] % config["num_attention_heads"]:
+        raise SourceError(f"{path}: hidden_size {config['hidden_size']} is not a multiple of "
+                          f"num_attention_heads {config['num_attention_heads']}")
+    pad = config.get("pad_token_id")
+    if pad is not None and (not isinstance(pad, int) or isinstance(pad, bool) or not 0 <= pad < config["vocab_size"]):
+        raise SourceError(f"{path}: pad_token_id {pad!r} is not a token id below vocab_size {config['vocab_size']}")
+    return config

@@ -47,6 +47,19 @@ _blas = None  # threadpoolctl controller for the BLAS libraries, False when unav
 _local = threading.local()
 
 
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads: the pool's workers are gone (its queue would never
+    be served) and a lock held by another parent thread at the fork would never be released. Start over."""
+    global _pool, _pool_size, _pool_lock, _parallel_lock, _local
+    _pool, _pool_size = None, 0
+    _pool_lock, _parallel_lock = threading.Lock(), threading.Lock()
+    _local = threading.local()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _blas_controller():
     global _blas
     if _blas is None:

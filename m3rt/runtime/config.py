@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, fields, replace
+
+# FlagEmbedding's default token limit for queries and passages.
+DEFAULT_MAX_LENGTH = 512
 
 
 @dataclass(frozen=True)
@@ -12,8 +16,9 @@ class RuntimeConfig:
     # Padded tokens per engine call (rows x longest row); None: the backend's own (engine.batch_tokens:
     # 1024 on the CPU, where bigger calls ran slower, 16384 on GPUs). Also bounds memory on long inputs.
     max_batch_tokens: int | None = None
-    query_max_length: int = 512
-    passage_max_length: int = 512
+    # None: DEFAULT_MAX_LENGTH, or the artifact's own limit when that is lower.
+    query_max_length: int | None = None
+    passage_max_length: int | None = None
     return_dense: bool = True
     return_sparse: bool = False
     return_colbert_vecs: bool = False
@@ -36,12 +41,10 @@ class RuntimeConfig:
     def __post_init__(self):
         for name in ("batch_size", "max_batch_tokens", "query_max_length", "passage_max_length"):
             value = getattr(self, name)
-            if name == "max_batch_tokens" and value is None:
+            if value is None and name != "batch_size":
                 continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.intra_op_threads, int) or self.intra_op_threads < 0:
-            raise ValueError(f"intra_op_threads must be an integer >= 0, got {self.intra_op_threads!r}")
+            object.__setattr__(self, name, as_int(value, name, minimum=1))
+        object.__setattr__(self, "intra_op_threads", as_int(self.intra_op_threads, "intra_op_threads", minimum=0))
 
     def with_overrides(self, **overrides) -> "RuntimeConfig":
         known = {f.name for f in fields(self)}
@@ -49,3 +52,17 @@ class RuntimeConfig:
         if unknown:
             raise TypeError(f"unknown runtime option(s) {unknown}; known: {sorted(known)}")
         return replace(self, **overrides)
+
+
+def as_int(value, name: str, minimum: int, why: str = "") -> int:
+    """`value` as a Python int (numpy integers accepted; bools, floats and strings refused) >= minimum."""
+    need = f"{name} must be an integer >= {minimum}{f' ({why})' if why else ''}"
+    if isinstance(value, bool):
+        raise ValueError(f"{need}, got {value!r}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{need}, got {value!r}") from None
+    if number < minimum:
+        raise ValueError(f"{need}, got {number}")
+    return number

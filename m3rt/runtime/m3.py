@@ -18,7 +18,7 @@ from m3rt.progress import Progress
 from m3rt.runtime import heads, scoring
 from m3rt.runtime.backends import create_engine
 from m3rt.runtime.batching import pad_batch, plan_batches
-from m3rt.runtime.config import RuntimeConfig
+from m3rt.runtime.config import DEFAULT_MAX_LENGTH, RuntimeConfig, as_int
 from m3rt.runtime.cpu_check import check_int8_on_this_cpu
 from m3rt.runtime.tokenize import TextTokenizer
 
@@ -35,12 +35,16 @@ class M3Runtime:
     def __init__(self, artifact: str | Path, config: RuntimeConfig | None = None, **options):
         self.config = (config or RuntimeConfig()).with_overrides(**options)
         self.manifest = read_manifest(artifact, verify=self.config.verify_checksums)
-        for name in ("query_max_length", "passage_max_length"):
-            self._check_max_length(getattr(self.config, name), name)
+        default = min(DEFAULT_MAX_LENGTH, self.manifest.max_length)
+        self.query_max_length = self._check_max_length(_default(self.config.query_max_length, default),
+                                                       "query_max_length")
+        self.passage_max_length = self._check_max_length(_default(self.config.passage_max_length, default),
+                                                         "passage_max_length")
         tok_cfg = self.manifest.data["tokenizer"]
         try:
             self.tokenizer = TextTokenizer(
-                self.manifest.tokenizer_path, self.manifest.pad_id, bool(tok_cfg.get("clean_up_tokenization_spaces"))
+                self.manifest.tokenizer_path, self.manifest.pad_id, bool(tok_cfg.get("clean_up_tokenization_spaces")),
+                limit=self.manifest.max_length,
             )
         except Exception as e:  # the tokenizers library raises a bare Exception on a bad file
             raise ArtifactError(f"{self.manifest.tokenizer_path}: cannot be loaded as a tokenizer ({e})") from None
@@ -55,7 +59,7 @@ class M3Runtime:
         return_dense: bool | None = None, return_sparse: bool | None = None,
         return_colbert_vecs: bool | None = None,
     ) -> dict:
-        return self._encode_with_defaults(sentences, batch_size, max_length, self.config.passage_max_length,
+        return self._encode_with_defaults(sentences, batch_size, max_length, self.passage_max_length,
                                           return_dense, return_sparse, return_colbert_vecs)
 
     def encode_queries(
@@ -65,7 +69,7 @@ class M3Runtime:
     ) -> dict:
         """As encode, with the query instruction (if configured) and query_max_length by default."""
         return self._encode_with_defaults(self._with_instruction(queries), batch_size, max_length,
-                                          self.config.query_max_length, return_dense, return_sparse,
+                                          self.query_max_length, return_dense, return_sparse,
                                           return_colbert_vecs)
 
     def encode_corpus(
@@ -85,11 +89,11 @@ class M3Runtime:
         )
 
     def _encode(self, sentences, batch_size, max_length, dense, sparse, colbert) -> dict:
+        self._check_unchanged()
         single = isinstance(sentences, str)
         texts = [sentences] if single else _check_texts(sentences, "sentences")
-        self._check_max_length(max_length, "max_length")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        max_length = self._check_max_length(max_length, "max_length")
+        batch_size = as_int(batch_size, "batch_size", minimum=1)
         wanted = [k for k, on in (("dense", dense), ("sparse", sparse), ("colbert", colbert)) if on]
         if not wanted:
             raise ValueError("nothing to return: set one of return_dense, return_sparse, return_colbert_vecs")
@@ -122,6 +126,14 @@ class M3Runtime:
             vectors = vectors[0] if colbert else None
         return {"dense_vecs": dense_out, "lexical_weights": lexical, "colbert_vecs": vectors}
 
+    def _check_unchanged(self) -> None:
+        """The graph's weights are memory-mapped: a file rewritten since load would give wrong numbers (or a
+        SIGBUS when truncated). A stat per file per call catches a change made between calls."""
+        changed = self.manifest.changed_files()
+        if changed:
+            raise ArtifactError(f"{self.manifest.root}: {', '.join(changed)} changed on disk since this runtime "
+                                "loaded it (artifacts are read-only while in use); load the artifact again")
+
     def _with_instruction(self, queries):
         instruction = self.config.query_instruction_for_retrieval
         if instruction is None:
@@ -131,12 +143,12 @@ class M3Runtime:
             return fmt.format(instruction, queries)
         return [fmt.format(instruction, q) for q in _check_texts(queries, "queries")]
 
-    def _check_max_length(self, value, name: str) -> None:
+    def _check_max_length(self, value, name: str) -> int:
         limit = self.manifest.max_length
-        if not isinstance(value, int) or isinstance(value, bool) or value < 2:
-            raise ValueError(f"{name} must be an integer >= 2 (room for <s> and </s>), got {value!r}")
+        value = as_int(value, name, minimum=2, why="room for <s> and </s>")
         if value > limit:
             raise ValueError(f"{name}={value} is above the model's limit of {limit} tokens")
+        return value
 
     # ------------------------------------------------------------------ scoring
     def compute_lexical_matching_score(self, lexical_weights_1, lexical_weights_2):
@@ -170,8 +182,8 @@ class M3Runtime:
         pairs = [sentence_pairs] if one else _check_pairs(sentence_pairs)
         if not pairs:
             return {k: [] for k in ("colbert", "sparse", "dense", "sparse+dense", "colbert+sparse+dense")}
-        q = self._encode([p[0] for p in pairs], batch_size, _default(max_query_length, c.query_max_length), True, True, True)
-        p = self._encode([p[1] for p in pairs], batch_size, _default(max_passage_length, c.passage_max_length), True, True, True)
+        q = self._encode([p[0] for p in pairs], batch_size, _default(max_query_length, self.query_max_length), True, True, True)
+        p = self._encode([p[1] for p in pairs], batch_size, _default(max_passage_length, self.passage_max_length), True, True, True)
         scores = scoring.pair_scores(
             q["dense_vecs"], p["dense_vecs"], q["lexical_weights"], p["lexical_weights"],
             q["colbert_vecs"], p["colbert_vecs"], weights, upstream_batch_size=batch_size,
@@ -188,14 +200,11 @@ class M3Runtime:
         passages = _check_texts(passages, "passages")
         if not passages:
             return []
-        top_k = len(passages) if top_k is None else top_k
-        if not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        top_k = len(passages) if top_k is None else as_int(top_k, "top_k", minimum=1)
         from m3rt.kernels import pack, rerank as maxsim_rerank
 
-        c = self.config
         q = self.encode_queries(query, batch_size, max_query_length, False, False, True)["colbert_vecs"]
-        docs = self.encode(passages, batch_size, _default(max_passage_length, c.passage_max_length), False, False, True)
+        docs = self.encode(passages, batch_size, max_passage_length, False, False, True)
         packed, offsets = pack(docs["colbert_vecs"])
         idx, scores = maxsim_rerank(q, packed, offsets, top_k)
         return [(int(i), float(s)) for i, s in zip(idx, scores)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,46 +17,51 @@ _CLEANUPS = (
 class TextTokenizer:
     """Truncating tokenizer: texts -> int64 id arrays with the model's specials (`<s> ... </s>`).
 
-    `tokenizers.Tokenizer` keeps truncation as mutable state, so each max_length gets its own copy,
-    made under a lock: encode calls from several threads never change each other's settings.
+    ONE `tokenizers.Tokenizer`, its settings fixed at construction (truncation at `limit`, no padding), so
+    calls from several threads never change each other's settings and memory does not grow with the number
+    of distinct max_length values asked for. A shorter max_length is cut in numpy exactly as the library's
+    own truncation cuts: the leading specials, the first content tokens, the trailing specials.
     """
 
-    def __init__(self, path: str | Path, pad_id: int, clean_up_spaces: bool = False):
+    def __init__(self, path: str | Path, pad_id: int, clean_up_spaces: bool = False, limit: int | None = None):
         from tokenizers import Tokenizer
 
-        self._json = Path(path).read_text(encoding="utf-8")
-        self._base = Tokenizer.from_str(self._json)
-        self._base.no_truncation()
+        self._base = Tokenizer.from_str(Path(path).read_text(encoding="utf-8"))
         self._base.no_padding()
-        self._by_length: dict[int, object] = {}
-        self._lock = threading.Lock()
+        if limit is None:
+            self._base.no_truncation()
+        else:
+            self._base.enable_truncation(limit)
+        self.limit = limit
         self.pad_id = pad_id
         self.clean_up_spaces = clean_up_spaces
+        # How many special tokens the post-processor puts after the text (XLM-R's `</s>`, BERT's `[SEP]`).
+        mask = self._base.encode("a").special_tokens_mask
+        self._suffix = _trailing_ones(mask)
 
     @classmethod
-    def from_model_dir(cls, root: Path, pad_id: int) -> "TextTokenizer":
+    def from_model_dir(cls, root: Path, pad_id: int, limit: int | None = None) -> "TextTokenizer":
         cfg = root / "tokenizer_config.json"
         clean = bool(json.loads(cfg.read_text()).get("clean_up_tokenization_spaces", False)) if cfg.is_file() else False
-        return cls(root / "tokenizer.json", pad_id, clean)
-
-    def _truncating(self, max_length: int):
-        tok = self._by_length.get(max_length)
-        if tok is None:
-            from tokenizers import Tokenizer
-
-            with self._lock:
-                tok = self._by_length.get(max_length)
-                if tok is None:
-                    tok = Tokenizer.from_str(self._json)
-                    tok.no_padding()
-                    tok.enable_truncation(max_length)
-                    self._by_length[max_length] = tok
-        return tok
+        return cls(root / "tokenizer.json", pad_id, clean, limit)
 
     def encode(self, texts: list[str], max_length: int) -> list[np.ndarray]:
         """One int64 array per text, `<s>`/`</s>` included and counted in max_length."""
-        encodings = self._truncating(max_length).encode_batch(texts)
-        return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+        if self.limit is not None and max_length > self.limit:
+            raise ValueError(f"max_length={max_length} is above the tokenizer's limit of {self.limit} tokens")
+        try:
+            encodings = self._base.encode_batch(texts)
+        except TypeError:
+            _raise_on_bad_text(texts)
+            raise
+        keep, suffix = max_length - self._suffix, self._suffix
+        rows = []
+        for e in encodings:
+            ids = np.asarray(e.ids, dtype=np.int64)
+            if len(ids) > max_length:
+                ids = np.concatenate([ids[:keep], ids[len(ids) - suffix:]]) if suffix else ids[:max_length]
+            rows.append(ids)
+        return rows
 
     def token_to_id(self, token: str) -> int | None:
         return self._base.token_to_id(token)
@@ -69,3 +73,22 @@ class TextTokenizer:
             for old, new in _CLEANUPS:
                 text = text.replace(old, new)
         return text
+
+
+def _trailing_ones(mask: list[int]) -> int:
+    n = 0
+    for bit in reversed(mask):
+        if bit != 1:
+            break
+        n += 1
+    return n
+
+
+def _raise_on_bad_text(texts: list[str]) -> None:
+    """The tokenizers library refuses a str that is not valid Unicode with a TypeError naming no text."""
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"text {i} is not valid Unicode: {text[e.start]!r} at character {e.start} "
+                             f"({e.reason})") from None
