@@ -24,6 +24,11 @@ TOKENIZER = "tokenizer.json"
 # int8 artifacts: a probe batch (ids, mask) and the fp32 graph's outputs on it, so that a machine of another CPU
 # class can check at load that int8 still meets its thresholds there (runtime/cpu_check.py).
 PROBE = "probe.npz"
+# A TensorRT engine built into an artifact by `m3rt build-engine`: the plan, what it was built for (TensorRT
+# version, GPU, limits, profiles), and the timing cache reused by the next build.
+ENGINE = "model.plan"
+ENGINE_INFO = "engine.json"
+TIMING_CACHE = "timing.cache"
 # Folders inside an artifact that hold caches rebuilt on demand (onnxruntime-TensorRT's engines), not listed.
 CACHE_DIRS = ("trt-cache",)
 

@@ -67,9 +67,13 @@ def _encode(args) -> None:
 
     texts = _read_texts(args)
     dense = args.dense or not (args.sparse or args.colbert)
-    rt = M3Runtime(args.artifact, backend=args.backend, show_progress=True)
+    from m3rt.progress import Progress
+
+    progress = Progress(len(texts), "encoding")
+    rt = M3Runtime(args.artifact, backend=args.backend, progress=progress)
     result = rt.encode(texts, batch_size=args.batch_size, max_length=args.max_length, return_dense=dense,
                        return_sparse=args.sparse, return_colbert_vecs=args.colbert)
+    progress.close()
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     with out if args.output else contextlib.nullcontext(out):
         for i in range(len(texts)):

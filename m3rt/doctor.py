@@ -5,7 +5,6 @@ Pure data; `m3rt doctor` prints it.
 
 from __future__ import annotations
 
-import importlib
 import os
 import platform
 import shutil
@@ -14,15 +13,15 @@ from pathlib import Path
 
 
 def diagnose() -> dict:
-    from m3rt.runtime.backends import BACKENDS
+    from m3rt.runtime.backends import BACKENDS, why_not
     from m3rt.runtime.cpu import detect
 
     cpu = detect()
     report = {"cpu": cpu.as_dict(), "memory_gib": _memory_gib(), "platform": platform.platform(),
               "python": platform.python_version(), "onnxruntime": _onnxruntime(), "gpus": _gpus(), "backends": {}}
-    for name, (module, _) in BACKENDS.items():
+    for name in BACKENDS:
         try:
-            why = importlib.import_module(module).available()
+            why = why_not(name)
         except Exception as e:  # noqa: BLE001 - a backend that cannot even be imported says so
             why = f"{type(e).__name__}: {e}"
         report["backends"][name] = why  # None: can run here

@@ -1,4 +1,5 @@
-"""A dependency-free progress line on stderr for long work (encoding large inputs, benchmarks).
+"""A dependency-free progress line on stderr for long work (encoding large inputs, benchmarks), drawn by
+the command line: library code reports progress through callbacks (RuntimeConfig.progress) and draws nothing.
 
 Silent for work that finishes within `delay` seconds; redraws in place on a terminal, and prints an
 occasional plain line when stderr is a file or a pipe.
@@ -11,7 +12,7 @@ import time
 
 
 class Progress:
-    def __init__(self, total: int, desc: str, enabled: bool = True, delay: float = 2.0, stream=None):
+    def __init__(self, total: int | None, desc: str, enabled: bool = True, delay: float = 2.0, stream=None):
         self.total, self.desc, self.enabled, self.delay = total, desc, enabled, delay
         self.stream = stream or sys.stderr
         self.done = 0
@@ -31,20 +32,30 @@ class Progress:
         self._last = now
         self._draw(now)
 
+    def __call__(self, done: int, total: int | None = None) -> None:
+        """The RuntimeConfig.progress callback: `done` texts so far of `total` (None: unknown)."""
+        if total is not None:
+            self.total = total
+        self.update(done - self.done)
+
     def _draw(self, now: float) -> None:
         elapsed = now - self.start
         rate = self.done / elapsed if elapsed > 0 else 0.0
         width = 24
-        filled = int(width * self.done / self.total) if self.total else width
-        line = (f"{self.desc} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
-                f"{rate:.1f}/s {elapsed:.0f}s")
+        if self.total:
+            filled = int(width * min(self.done, self.total) / self.total)
+            eta = f" ETA {(self.total - self.done) / rate:.0f}s" if rate > 0 and self.done < self.total else ""
+            line = (f"{self.desc} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                    f"{rate:.1f}/s {elapsed:.0f}s{eta}")
+        else:
+            line = f"{self.desc} {self.done} {rate:.1f}/s {elapsed:.0f}s"
         self.stream.write(("\r" + line) if self._tty else (line + "\n"))
         self.stream.flush()
         self._drawn = True
 
     def close(self) -> None:
         if self.enabled and self._drawn:
-            if self.done < self.total or self._tty:
+            if (self.total and self.done < self.total) or self._tty:
                 self._draw(time.perf_counter())
             if self._tty:
                 self.stream.write("\n")

@@ -76,7 +76,7 @@ def test_corpus_and_stage_rows(bench):
         assert _finite_positive(r["seconds"], r["texts_per_s"], r["tokens_per_s"], r["speedup_vs_baseline"])
     assert [r["backend"] for r in result["stages"]] == ["m3rt-fp32", "m3rt-int8"]
     for r in result["stages"]:
-        assert list(r["seconds"]) == ["tokenise", "batching", "engine", "heads"]
+        assert list(r["seconds"]) == ["tokenize", "plan", "engine", "heads"]
         assert all(v >= 0 for v in r["seconds"].values()) and r["seconds"]["engine"] > 0
         assert sum(r["share"].values()) == pytest.approx(1.0)
 

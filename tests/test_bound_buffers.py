@@ -23,7 +23,8 @@ class HostBoundEngine(OrtCudaEngine):
 
 @pytest.fixture(scope="module")
 def engine(tiny_artifact):
-    return HostBoundEngine(read_manifest(tiny_artifact), RuntimeConfig())
+    with HostBoundEngine(read_manifest(tiny_artifact), RuntimeConfig()) as engine:
+        yield engine
 
 
 def _batch(rng, b, s):

@@ -47,11 +47,11 @@ def test_ort_tensorrt_shape_strings_repeat_inputs_per_profile():
 def test_named_gpu_backend_says_what_is_missing(tiny_artifact):
     from m3rt import M3Runtime
     from m3rt.errors import BackendError
-    from m3rt.runtime.backends import _why_not
+    from m3rt.runtime.backends import why_not
     from m3rt.artifact import read_manifest
 
     for name in GPU_BACKENDS:
-        why = _why_not(name, read_manifest(tiny_artifact))
+        why = why_not(name, read_manifest(tiny_artifact))
         if why is None:
             continue  # this machine can run it: the gpu tests below cover it
         with pytest.raises(BackendError, match=f"backend {name} cannot start: "):
@@ -61,7 +61,7 @@ def test_named_gpu_backend_says_what_is_missing(tiny_artifact):
 def test_auto_logs_why_each_backend_was_skipped(tiny_artifact, caplog):
     from m3rt import M3Runtime
 
-    with caplog.at_level(logging.INFO, logger="m3rt.runtime"):
+    with caplog.at_level(logging.DEBUG, logger="m3rt.runtime"):
         rt = M3Runtime(tiny_artifact)
     skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     from m3rt.runtime.backends import BACKENDS
@@ -76,21 +76,23 @@ def test_artifact_kinds_gpu_backends_refuse(tiny_artifact, tmp_path):
     import json
 
     from m3rt.artifact import read_manifest
-    from m3rt.runtime import ort_cuda, ort_tensorrt, tensorrt_engine
+    from m3rt.runtime.ort_cuda import OrtCudaEngine
+    from m3rt.runtime.ort_tensorrt import OrtTensorrtEngine
+    from m3rt.runtime.tensorrt_engine import TensorRTEngine
 
     manifest = read_manifest(tiny_artifact)
-    assert "attention" in ort_tensorrt.unsuitable(manifest)
-    assert "build-engine" in tensorrt_engine.unsuitable(manifest)
+    assert "attention" in OrtTensorrtEngine.unsuitable(manifest)
+    assert "build-engine" in TensorRTEngine.unsuitable(manifest)
     int8 = type(manifest)(root=manifest.root, data=dict(manifest.data, precision="int8"))
-    assert "CPU" in ort_cuda.unsuitable(int8) and "CPU" in ort_tensorrt.unsuitable(int8)
-    assert ort_cuda.unsuitable(manifest) is None
+    assert "CPU" in OrtCudaEngine.unsuitable(int8) and "CPU" in OrtTensorrtEngine.unsuitable(int8)
+    assert OrtCudaEngine.unsuitable(manifest) is None
     json.dumps(manifest.data)  # the manifest stays plain JSON
 
 
 def _gpu_reason(name, manifest):
-    from m3rt.runtime.backends import _why_not
+    from m3rt.runtime.backends import why_not
 
-    return _why_not(name, manifest)
+    return why_not(name, manifest)
 
 
 @pytest.mark.gpu

@@ -62,7 +62,7 @@ def markdown(result: dict) -> str:
                      f"{_x(r['speedup_vs_baseline'])} |")
     if result["stages"]:
         stages = list(result["stages"][0]["seconds"])
-        lines += ["", "## Where m3rt's time goes (the corpus, stages of M3Runtime.encode replayed with timers)", "",
+        lines += ["", "## Where m3rt's time goes (the corpus, stage timings recorded by the runtime's pipeline)", "",
                   "| backend | " + " | ".join(stages) + " | total s | encode call s |",
                   "|---|" + "---:|" * (len(stages) + 2)]
         for r in result["stages"]:

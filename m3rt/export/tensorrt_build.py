@@ -11,15 +11,12 @@ import logging
 import time
 from pathlib import Path
 
-from m3rt.artifact import read_manifest, write_manifest
+from m3rt.artifact import ENGINE, ENGINE_INFO, TIMING_CACHE, read_manifest, write_manifest
 from m3rt.errors import ArtifactError, BackendError
+from m3rt.runtime.cuda_memory import gpu_name
 from m3rt.runtime.profiles import INPUTS, profiles_for
 
 log = logging.getLogger("m3rt.export")
-
-ENGINE = "model.plan"
-ENGINE_INFO = "engine.json"
-TIMING_CACHE = "timing.cache"
 
 
 def build_engine(artifact: str | Path, *, max_batch_tokens: int = 16384, batch_size: int = 256,
@@ -70,11 +67,3 @@ def build_engine(artifact: str | Path, *, max_batch_tokens: int = 16384, batch_s
     write_manifest(manifest.root, data)
     log.info("engine written to %s in %.0f s", engine_path, info["build_seconds"])
     return engine_path
-
-
-def gpu_name(device: int = 0) -> str:
-    from m3rt.runtime.cuda_memory import cudart_call, cudart
-
-    props = cudart_call(cudart().cudaGetDeviceProperties(device))
-    name = props.name
-    return (name.decode() if isinstance(name, bytes) else str(name)).rstrip("\x00")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
 # FlagEmbedding's default token limit for queries and passages.
@@ -31,15 +32,17 @@ class RuntimeConfig:
     # GPU backends: which CUDA device, and where TensorRT engines are cached (default: inside the artifact).
     device_id: int = 0
     engine_cache_dir: str | None = None
-    # A progress line on stderr while encoding takes more than a couple of seconds.
-    show_progress: bool = False
+    # Called as progress(texts done, total or None) after every engine call; the CLI draws it.
+    progress: Callable[[int, int | None], None] | None = None
+    # Texts iter_encode holds (and yields per Encoded chunk) at a time.
+    chunk_size: int = 1024
     # Hash every artifact file against the manifest at load time.
     verify_checksums: bool = True
     # An int8 artifact exported on another CPU class: re-measure its fidelity here at load (one small call).
     check_cpu_class: bool = True
 
     def __post_init__(self):
-        for name in ("batch_size", "max_batch_tokens", "query_max_length", "passage_max_length"):
+        for name in ("batch_size", "max_batch_tokens", "query_max_length", "passage_max_length", "chunk_size"):
             value = getattr(self, name)
             if value is None and name != "batch_size":
                 continue

@@ -53,6 +53,32 @@ class Buffer:
     def free(self) -> None:
         if self.nbytes:
             rt = cudart()
-            rt.cudaFree(self.device)
-            rt.cudaFreeHost(self.host_ptr)
-            self.nbytes = 0
+            cudart_call(rt.cudaFree(self.device))
+            cudart_call(rt.cudaFreeHost(self.host_ptr))
+            self.nbytes, self.device, self.host_ptr = 0, 0, 0
+
+
+class DeviceScratch:
+    """One device allocation, grown on demand (TensorRT's per-context activation memory, shared)."""
+
+    def __init__(self):
+        self.nbytes = 0
+        self.ptr = 0
+
+    def ensure(self, nbytes: int) -> int:
+        if nbytes > self.nbytes:
+            self.free()
+            self.ptr = cudart_call(cudart().cudaMalloc(max(nbytes, 1)))
+            self.nbytes = nbytes
+        return self.ptr
+
+    def free(self) -> None:
+        if self.nbytes:
+            cudart_call(cudart().cudaFree(self.ptr))
+            self.nbytes, self.ptr = 0, 0
+
+
+def gpu_name(device: int = 0) -> str:
+    props = cudart_call(cudart().cudaGetDeviceProperties(device))
+    name = props.name
+    return (name.decode() if isinstance(name, bytes) else str(name)).rstrip("\x00")

@@ -14,27 +14,33 @@ def dense_rows(dense_vecs: np.ndarray) -> np.ndarray:
     return np.asarray(dense_vecs, dtype=np.float32)
 
 
-def lexical_weights(
+def lexical_rows(
     sparse_weights: np.ndarray, input_ids: np.ndarray, lengths: np.ndarray, skip_ids: tuple[int, ...]
-) -> list[dict[str, np.float32]]:
-    """Per text: {str(token_id): max relu weight}, over real tokens, skipping special ids and weights <= 0.
-
-    Keys come in order of first occurrence (FlagEmbedding builds a dict while scanning the tokens).
-    """
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per text: (token ids int64, max relu weight float32), over real tokens, skipping special ids and
+    weights <= 0, in order of first occurrence (FlagEmbedding builds a dict while scanning the tokens)."""
     keep = (sparse_weights > 0) & ~np.isin(input_ids, np.asarray(skip_ids, dtype=input_ids.dtype))
     keep &= np.arange(input_ids.shape[1])[None, :] < np.asarray(lengths)[:, None]
     out = []
     for ids_row, w_row, k in zip(input_ids, sparse_weights, keep):
         ids, w = ids_row[k], w_row[k]
         if ids.size == 0:
-            out.append({})
+            out.append((np.zeros(0, np.int64), np.zeros(0, np.float32)))
             continue
         uniq, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
         best = np.full(uniq.shape, -np.inf, dtype=np.float32)
         np.maximum.at(best, inverse, w)
         order = np.argsort(first)
-        out.append(dict(zip(map(str, uniq[order].tolist()), best[order])))
+        out.append((uniq[order].astype(np.int64), best[order]))
     return out
+
+
+def lexical_weights(
+    sparse_weights: np.ndarray, input_ids: np.ndarray, lengths: np.ndarray, skip_ids: tuple[int, ...]
+) -> list[dict[str, np.float32]]:
+    """Per text: FlagEmbedding's {str(token_id): weight} (lexical_rows as dicts)."""
+    return [dict(zip(map(str, ids.tolist()), w))
+            for ids, w in lexical_rows(sparse_weights, input_ids, lengths, skip_ids)]
 
 
 def colbert_rows(colbert_vecs: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:

@@ -7,22 +7,25 @@ post-processed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import logging
+from collections.abc import Iterable, Iterator, Sequence, Sized
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from m3rt.artifact import read_manifest
 from m3rt.errors import ArtifactError
-from m3rt.progress import Progress
-from m3rt.runtime import heads, scoring
+from m3rt.runtime import scoring
 from m3rt.runtime.backends import create_engine
-from m3rt.runtime.batching import pad_batch, plan_batches
+from m3rt.runtime.encoded import Encoded
+from m3rt.runtime.pipeline import Pipeline, Plan, Tokenized
 from m3rt.runtime.config import DEFAULT_MAX_LENGTH, RuntimeConfig, as_int
 from m3rt.runtime.cpu_check import check_int8_on_this_cpu
 from m3rt.runtime.tokenize import TextTokenizer
 
-_OUTPUT_OF = {"dense": "dense_vecs", "sparse": "sparse_weights", "colbert": "colbert_vecs"}
+log = logging.getLogger("m3rt.runtime")
 
 
 class M3Runtime:
@@ -49,9 +52,28 @@ class M3Runtime:
         except Exception as e:  # the tokenizers library raises a bare Exception on a bad file
             raise ArtifactError(f"{self.manifest.tokenizer_path}: cannot be loaded as a tokenizer ({e})") from None
         self.engine = create_engine(self.config.backend, self.manifest, self.config)
-        # The metrics re-measured here, for an int8 artifact exported on another CPU class.
-        self.cpu_check = check_int8_on_this_cpu(self.manifest, self.engine) if self.config.check_cpu_class else None
-        self.batch_tokens = self.config.max_batch_tokens or self.engine.batch_tokens
+        try:
+            # The metrics re-measured here, for an int8 artifact exported on another CPU class.
+            self.cpu_check = check_int8_on_this_cpu(self.manifest, self.engine) if self.config.check_cpu_class else None
+        except BaseException:
+            self.engine.close()
+            raise
+        self.batch_tokens = self.config.max_batch_tokens or self.engine.preferred_batch_tokens
+        dims = self.manifest.data["dims"]
+        self.pipeline = Pipeline(self.tokenizer, self.engine, pad_id=self.manifest.pad_id,
+                                 skip_ids=self.manifest.sparse_skip_ids, hidden=int(dims["hidden"]),
+                                 colbert_dim=int(dims["colbert"]))
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Free the engine's resources (device memory, sessions); the runtime cannot encode afterwards."""
+        self.engine.close()
+
+    def __enter__(self) -> "M3Runtime":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ encoding
     def encode(
@@ -89,42 +111,98 @@ class M3Runtime:
         )
 
     def _encode(self, sentences, batch_size, max_length, dense, sparse, colbert) -> dict:
-        self._check_unchanged()
         single = isinstance(sentences, str)
         texts = [sentences] if single else _check_texts(sentences, "sentences")
+        plan = self._plan(batch_size, max_length, dense, sparse, colbert)
+        encoded = self._encode_list(texts, 0, plan, total=len(texts))
+        return encoded.as_flag_dict(single)
+
+    def encode_native(
+        self, sentences: Sequence[str], *, batch_size: int | None = None, max_length: int | None = None,
+        return_dense: bool | None = None, return_sparse: bool | None = None, return_colbert_vecs: bool | None = None,
+    ) -> Encoded:
+        """As encode, returning the native `Encoded` (dense array, sparse CSR, packed ColBERT vectors)."""
+        c = self.config
+        plan = self._plan(_default(batch_size, c.batch_size), _default(max_length, self.passage_max_length),
+                          _default(return_dense, c.return_dense), _default(return_sparse, c.return_sparse),
+                          _default(return_colbert_vecs, c.return_colbert_vecs))
+        texts = _check_texts(sentences, "sentences")
+        return self._encode_list(texts, 0, plan, total=len(texts))
+
+    def iter_encode(
+        self, texts: Iterable[str], *, batch_size: int | None = None, max_length: int | None = None,
+        return_dense: bool | None = None, return_sparse: bool | None = None, return_colbert_vecs: bool | None = None,
+        chunk_size: int | None = None,
+    ) -> Iterator[Encoded]:
+        """Encode any iterable of texts (a generator over millions of them) chunk by chunk: at most
+        `chunk_size` texts (default config.chunk_size) are held at a time, and `Encoded` chunks come out in
+        input order. While the engine runs one chunk, a helper thread reads and tokenizes the next."""
+        c = self.config
+        plan = self._plan(_default(batch_size, c.batch_size), _default(max_length, self.passage_max_length),
+                          _default(return_dense, c.return_dense), _default(return_sparse, c.return_sparse),
+                          _default(return_colbert_vecs, c.return_colbert_vecs))
+        chunk_size = as_int(_default(chunk_size, c.chunk_size), "chunk_size", minimum=1)
+        if isinstance(texts, (str, bytes)):
+            raise TypeError(f"texts must be an iterable of str, got {type(texts).__name__}")
+        total = len(texts) if isinstance(texts, Sized) else None
+        source = iter(texts)
+        state = {"start": 0}
+
+        def next_chunk() -> Tokenized | None:
+            chunk = list(itertools.islice(source, chunk_size))
+            if not chunk:
+                return None
+            start = state["start"]
+            state["start"] += len(chunk)
+            return self.pipeline.tokenize(_check_texts(chunk, "texts", offset=start), start, plan.max_length)
+
+        done = 0
+        with ThreadPoolExecutor(1, thread_name_prefix="m3rt-tokenize") as reader:
+            pending = reader.submit(next_chunk)
+            while (tok := pending.result()) is not None:
+                pending = reader.submit(next_chunk)  # overlaps this chunk's engine run
+                self._check_unchanged()
+                encoded = self.pipeline.encode_chunk(tok, plan, self._progress_counter(done, total))
+                done += len(encoded)
+                self._report_cuts(encoded, plan)
+                yield encoded
+
+    def _encode_list(self, texts: list[str], start: int, plan: Plan, total: int) -> Encoded:
+        self._check_unchanged()
+        tok = self.pipeline.tokenize(texts, start, plan.max_length)
+        encoded = self.pipeline.encode_chunk(tok, plan, self._progress_counter(0, total))
+        self._report_cuts(encoded, plan)
+        return encoded
+
+    def _plan(self, batch_size, max_length, dense, sparse, colbert) -> Plan:
         max_length = self._check_max_length(max_length, "max_length")
         batch_size = as_int(batch_size, "batch_size", minimum=1)
-        wanted = [k for k, on in (("dense", dense), ("sparse", sparse), ("colbert", colbert)) if on]
+        wanted = tuple(k for k, on in (("dense", dense), ("sparse", sparse), ("colbert", colbert)) if on)
         if not wanted:
             raise ValueError("nothing to return: set one of return_dense, return_sparse, return_colbert_vecs")
-        n = len(texts)
-        dense_out = np.zeros((n, self.manifest.hidden_size), dtype=np.float32) if dense else None
-        lexical = [None] * n if sparse else None
-        vectors = [None] * n if colbert else None
-        if n:
-            rows = self.tokenizer.encode(texts, max_length)
-            lengths = np.array([len(r) for r in rows])
-            outputs = [_OUTPUT_OF[k] for k in wanted]
-            progress = Progress(n, "encoding", enabled=self.config.show_progress)
-            for idx in plan_batches(lengths, batch_size, self.batch_tokens):
-                ids, mask = pad_batch([rows[i] for i in idx], self.manifest.pad_id)
-                raw = self.engine.run(ids, mask, outputs)
-                if dense:
-                    dense_out[idx] = heads.dense_rows(raw["dense_vecs"])
-                if sparse:
-                    batch = heads.lexical_weights(raw["sparse_weights"], ids, lengths[idx], self.manifest.sparse_skip_ids)
-                    for i, d in zip(idx, batch):
-                        lexical[i] = d
-                if colbert:
-                    for i, v in zip(idx, heads.colbert_rows(raw["colbert_vecs"], lengths[idx])):
-                        vectors[i] = v
-                progress.update(len(idx))
-            progress.close()
-        if single:
-            dense_out = dense_out[0] if dense else None
-            lexical = lexical[0] if sparse else None
-            vectors = vectors[0] if colbert else None
-        return {"dense_vecs": dense_out, "lexical_weights": lexical, "colbert_vecs": vectors}
+        limits = self.engine.limits
+        if limits.max_rows is not None:
+            batch_size = min(batch_size, limits.max_rows)
+        tokens = self.batch_tokens if limits.max_tokens is None else min(self.batch_tokens, limits.max_tokens)
+        return Plan(max_length=max_length, batch_size=batch_size, batch_tokens=tokens, outputs=wanted)
+
+    def _progress_counter(self, done: int, total: int | None):
+        callback = self.config.progress
+        if callback is None:
+            return None
+        state = [done]
+
+        def advance(n: int) -> None:
+            state[0] += n
+            callback(state[0], total)
+
+        return advance
+
+    @staticmethod
+    def _report_cuts(encoded: Encoded, plan: Plan) -> None:
+        cut = int(encoded.truncated.sum())
+        if cut:
+            log.warning("%d of %d texts were cut to max_length=%d tokens", cut, len(encoded), plan.max_length)
 
     def _check_unchanged(self) -> None:
         """The graph's weights are memory-mapped: a file rewritten since load would give wrong numbers (or a
@@ -201,12 +279,12 @@ class M3Runtime:
         if not passages:
             return []
         top_k = len(passages) if top_k is None else as_int(top_k, "top_k", minimum=1)
-        from m3rt.kernels import pack, rerank as maxsim_rerank
+        from m3rt.kernels import rerank as maxsim_rerank
 
         q = self.encode_queries(query, batch_size, max_query_length, False, False, True)["colbert_vecs"]
-        docs = self.encode(passages, batch_size, max_passage_length, False, False, True)
-        packed, offsets = pack(docs["colbert_vecs"])
-        idx, scores = maxsim_rerank(q, packed, offsets, top_k)
+        docs = self.encode_native(passages, batch_size=batch_size, max_length=max_passage_length,
+                                  return_dense=False, return_sparse=False, return_colbert_vecs=True).colbert
+        idx, scores = maxsim_rerank(q, docs.vectors, docs.offsets, top_k)  # packed already: no copy
         return [(int(i), float(s)) for i, s in zip(idx, scores)]
 
     def convert_id_to_token(self, lexical_weights):
@@ -220,12 +298,12 @@ def _default(value, fallback):
     return fallback if value is None else value
 
 
-def _check_texts(texts, what: str) -> list[str]:
+def _check_texts(texts, what: str, offset: int = 0) -> list[str]:
     if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
         raise TypeError(f"{what} must be a str or a list of str, got {type(texts).__name__}")
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            raise TypeError(f"{what}[{i}] is {type(t).__name__}, expected str")
+            raise TypeError(f"{what}[{i + offset}] is {type(t).__name__}, expected str")
     return list(texts)
 
 

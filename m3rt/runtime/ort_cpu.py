@@ -6,33 +6,42 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from m3rt.artifact import Manifest
 from m3rt.errors import ArtifactError
 from m3rt.runtime.config import RuntimeConfig
+from m3rt.runtime.engine import Engine
 
 
-class OrtCpuEngine:
+class OrtCpuEngine(Engine):
     name = "onnxruntime-cpu"
     # Measured at bge-m3 shape on 2 cores: tokens/s rise up to ~256-1024 padded tokens per call (short texts
     # share the per-call cost) and fall beyond (2048: -20%, activations leave the caches).
-    batch_tokens = 1024
+    preferred_batch_tokens = 1024
 
-    def __init__(self, manifest: Manifest, config: RuntimeConfig):
+    def _open(self) -> None:
         import onnxruntime as ort
 
-        opts = session_options(config)
         try:
-            self.session = ort.InferenceSession(
-                str(manifest.graph_path), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
+            self.session = ort.InferenceSession(str(self.manifest.graph_path), sess_options=session_options(self.config),
+                                                providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime's own error types: a corrupt or foreign graph
-            raise ArtifactError(f"{manifest.graph_path}: onnxruntime cannot load the graph ({e})") from None
+            raise ArtifactError(f"{self.manifest.graph_path}: onnxruntime cannot load the graph ({e})") from None
 
-    def run(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, outputs: Sequence[str]
-    ) -> dict[str, np.ndarray]:
+    def _close(self) -> None:
+        self.session = None
+
+    def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
         values = self.session.run(list(outputs), {"input_ids": input_ids, "attention_mask": attention_mask})
         return dict(zip(outputs, values))
+
+    @classmethod
+    def missing(cls) -> str | None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            return f"onnxruntime is not installed ({e})"
+        if "CPUExecutionProvider" not in ort.get_available_providers():
+            return "onnxruntime has no CPUExecutionProvider"
+        return None
 
 
 def session_options(config: RuntimeConfig):
@@ -57,14 +66,3 @@ def session_options(config: RuntimeConfig):
     if config.intra_op_threads:
         opts.intra_op_num_threads = config.intra_op_threads
     return opts
-
-
-def available() -> str | None:
-    """None when this backend can run here, else why not."""
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        return f"onnxruntime is not installed ({e})"
-    if "CPUExecutionProvider" not in ort.get_available_providers():
-        return "onnxruntime has no CPUExecutionProvider"
-    return None

@@ -16,13 +16,15 @@ import numpy as np
 from m3rt.artifact import Manifest
 from m3rt.errors import ArtifactError, BackendError
 from m3rt.runtime.config import RuntimeConfig
+from m3rt.runtime.engine import Engine
 
 PROVIDER = "CUDAExecutionProvider"
 
 
-class OrtCudaEngine:
+class OrtCudaEngine(Engine):
     name = "onnxruntime-cuda"
-    batch_tokens = 16384
+    provider = PROVIDER
+    preferred_batch_tokens = 16384
     device = "cuda"  # where inputs and outputs are bound (the tests bind the same logic on "cpu")
     # Device buffers bound once per (input shape, outputs) and reused while that shape repeats (queries of one
     # length, a batch planner's fixed buckets): on an H100 at bge-m3 shape, fp16, batch 1 x 128 tokens took
@@ -30,16 +32,31 @@ class OrtCudaEngine:
     # (bench/results/gpu-h100.md). At most this many shapes keep buffers (<= 64 MB each at batch_tokens).
     bound_shapes = 4
 
-    def __init__(self, manifest: Manifest, config: RuntimeConfig):
-        self.session = _session(manifest, config, self.providers(manifest, config))
-        self.device_id = config.device_id
+    def _open(self) -> None:
+        self.session = _session(self.manifest, self.config, self.providers(self.manifest, self.config))
+        self.device_id = self.config.device_id
         self._bound: OrderedDict = OrderedDict()
         self._bound_lock = threading.Lock()
+
+    def _close(self) -> None:
+        with self._bound_lock:
+            self._bound.clear()  # the device buffers go with their OrtValues
+        self.session = None
+
+    @classmethod
+    def missing(cls) -> str | None:
+        return provider_missing(cls.provider)
+
+    @classmethod
+    def unsuitable(cls, manifest: Manifest) -> str | None:
+        if manifest.precision == "int8":
+            return "int8 artifacts are for the CPU (onnxruntime has no CUDA kernels for dynamic quantisation)"
+        return None
 
     def providers(self, manifest: Manifest, config: RuntimeConfig) -> list:
         return [(PROVIDER, {"device_id": config.device_id, "arena_extend_strategy": "kSameAsRequested"})]
 
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
         inputs = {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
                   "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64)}
         # The bound buffers serve one call at a time; a concurrent call makes a binding of its own.
@@ -133,17 +150,6 @@ def _preload_cuda_libraries(ort) -> str:
         except Exception as e:  # noqa: BLE001 - a missing library shows again, named, when the session starts
             print(f"{type(e).__name__}: {e}")
     return " ".join(said.getvalue().split())
-
-
-def available() -> str | None:
-    """None when this backend can run here, else why not."""
-    return provider_missing(PROVIDER)
-
-
-def unsuitable(manifest: Manifest) -> str | None:
-    if manifest.precision == "int8":
-        return "int8 artifacts are for the CPU (onnxruntime has no CUDA kernels for dynamic quantisation)"
-    return None
 
 
 def provider_missing(provider: str) -> str | None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from m3rt.artifact import Manifest
+from m3rt.artifact import CACHE_DIRS, Manifest
 from m3rt.runtime.config import RuntimeConfig
-from m3rt.runtime.ort_cuda import OrtCudaEngine, provider_missing
-from m3rt.runtime.ort_cuda import unsuitable as cuda_unsuitable
+from m3rt.runtime.engine import EngineLimits
+from m3rt.runtime.ort_cuda import OrtCudaEngine
 from m3rt.runtime.profiles import profiles_for, shape_strings
 
 PROVIDER = "TensorrtExecutionProvider"
@@ -19,12 +19,30 @@ PROVIDER = "TensorrtExecutionProvider"
 
 class OrtTensorrtEngine(OrtCudaEngine):
     name = "onnxruntime-tensorrt"
+    provider = PROVIDER
+
+    @property
+    def limits(self) -> EngineLimits:
+        """The profiles onnxruntime builds engines for: batches past them would make it build another."""
+        budget = self.config.max_batch_tokens or self.preferred_batch_tokens
+        profiles = tuple(profiles_for(self.manifest.max_length, budget, self.config.batch_size))
+        return EngineLimits(max_rows=self.config.batch_size, max_tokens=budget, buckets=profiles)
+
+    @classmethod
+    def unsuitable(cls, manifest: Manifest) -> str | None:
+        why = super().unsuitable(manifest)  # what the CUDA provider cannot run, TensorRT's cannot either
+        if why is not None:
+            return why
+        if manifest.data.get("attention") != "standard":
+            return (f"TensorRT needs an artifact exported with --attention standard (this one has "
+                    f"{manifest.data.get('attention', 'fused')!r}: com.microsoft ops)")
+        return None
 
     def providers(self, manifest: Manifest, config: RuntimeConfig) -> list:
-        cache = Path(config.engine_cache_dir or manifest.root / "trt-cache")
+        cache = Path(config.engine_cache_dir or manifest.root / CACHE_DIRS[0])
         cache.mkdir(parents=True, exist_ok=True)
-        budget = config.max_batch_tokens or self.batch_tokens
-        mins, opts, maxs = shape_strings(profiles_for(manifest.max_length, budget, config.batch_size))
+        limits = self.limits
+        mins, opts, maxs = shape_strings(list(limits.buckets))
         options = {
             "device_id": config.device_id,
             "trt_fp16_enable": True,
@@ -37,17 +55,3 @@ class OrtTensorrtEngine(OrtCudaEngine):
             "trt_profile_max_shapes": maxs,
         }
         return [(PROVIDER, options), ("CUDAExecutionProvider", {"device_id": config.device_id})]
-
-
-def available() -> str | None:
-    return provider_missing(PROVIDER)
-
-
-def unsuitable(manifest: Manifest) -> str | None:
-    why = cuda_unsuitable(manifest)  # what the CUDA provider cannot run, TensorRT's cannot either
-    if why is not None:
-        return why
-    if manifest.data.get("attention") != "standard":
-        return (f"TensorRT needs an artifact exported with --attention standard (this one has "
-                f"{manifest.data.get('attention', 'fused')!r}: com.microsoft ops)")
-    return None

@@ -51,3 +51,11 @@ def shape_strings(profiles: list[Profile]) -> tuple[str, str, str]:
         return ",".join(f"{name}:{getattr(p, attr)[0]}x{getattr(p, attr)[1]}" for p in profiles for name in INPUTS)
 
     return one("min"), one("opt"), one("max")
+
+
+def limits_from_engine_info(info: dict):
+    """The EngineLimits of a built engine, from its engine.json (what `m3rt build-engine` wrote)."""
+    from m3rt.runtime.engine import EngineLimits
+
+    profiles = tuple(Profile(tuple(p["min"]), tuple(p["opt"]), tuple(p["max"])) for p in info["profiles"])
+    return EngineLimits(max_rows=int(info["batch_size"]), max_tokens=int(info["max_batch_tokens"]), buckets=profiles)

@@ -47,6 +47,10 @@ class TextTokenizer:
 
     def encode(self, texts: list[str], max_length: int) -> list[np.ndarray]:
         """One int64 array per text, `<s>`/`</s>` included and counted in max_length."""
+        return self.encode_counting_cuts(texts, max_length)[0]
+
+    def encode_counting_cuts(self, texts: list[str], max_length: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """As encode, with a bool per text: True where the text was cut to fit max_length."""
         if self.limit is not None and max_length > self.limit:
             raise ValueError(f"max_length={max_length} is above the tokenizer's limit of {self.limit} tokens")
         try:
@@ -56,12 +60,16 @@ class TextTokenizer:
             raise
         keep, suffix = max_length - self._suffix, self._suffix
         rows = []
-        for e in encodings:
+        cut = np.zeros(len(encodings), dtype=bool)
+        for i, e in enumerate(encodings):
             ids = np.asarray(e.ids, dtype=np.int64)
             if len(ids) > max_length:
                 ids = np.concatenate([ids[:keep], ids[len(ids) - suffix:]]) if suffix else ids[:max_length]
+                cut[i] = True
+            elif e.overflowing:  # cut at the tokenizer's own limit
+                cut[i] = True
             rows.append(ids)
-        return rows
+        return rows, cut
 
     def token_to_id(self, token: str) -> int | None:
         return self._base.token_to_id(token)
