@@ -10,6 +10,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The runtime's per-user cache (verified-once records) in a folder of this test run, not the user's home.
+if "M3RT_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["M3RT_CACHE_DIR"] = tempfile.mkdtemp(prefix="m3rt-test-cache-")
 # Without a GPU the Triton kernels run in Triton's interpreter. The variable must be set before anything
 # imports triton (torch.onnx does, in the export tests), so it is set here, first of all.
 if not Path("/dev/nvidia0").exists():

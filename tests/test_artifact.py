@@ -160,3 +160,43 @@ def test_verify_rehashes_on_demand(artifact_copy, capsys):
     tok.write_text(tok.read_text().replace("<unk>", "<UNK>", 1))
     assert main(["verify", str(artifact_copy)]) == 1
     assert "tokenizer.json: sha256 mismatch" in capsys.readouterr().err
+
+
+def test_verified_once_record_skips_rehashing_until_a_file_changes(artifact_copy, monkeypatch):
+    """Cold start: a file hashed in full once is trusted while its size, mtime, ctime and inode hold; a
+    rewrite (even one that restores the mtime) is hashed again and caught."""
+    import os
+
+    from m3rt import artifact
+
+    monkeypatch.setattr(artifact.VerifiedRecord, "RACY_SECONDS", 0.0)
+    M3Runtime(artifact_copy)  # hashes everything, records it
+    hashed = []
+    real = artifact.sha256_file
+    monkeypatch.setattr(artifact, "sha256_file", lambda p, *a: hashed.append(p.name) or real(p, *a))
+    M3Runtime(artifact_copy)
+    assert hashed == ["manifest.json"]  # the record's key only
+    graph = artifact_copy / "model.onnx"
+    st = graph.stat()
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    graph.write_bytes(bytes(data))
+    os.utime(graph, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime: only ctime tells
+    with pytest.raises(ArtifactError, match="model.onnx: sha256 mismatch"):
+        M3Runtime(artifact_copy)
+    with pytest.raises(ArtifactError, match="model.onnx: sha256 mismatch"):
+        M3Runtime(artifact_copy, verify_checksums="always")
+
+
+def test_recently_written_files_are_not_vouched_for(artifact_copy, monkeypatch):
+    """A file written within the clock's resolution of its check could change without a new stamp."""
+    from m3rt import artifact
+
+    M3Runtime(artifact_copy)  # the copy's files were just written (ctime now): nothing recorded
+    hashed = []
+    real = artifact.sha256_file
+    monkeypatch.setattr(artifact, "sha256_file", lambda p, *a: hashed.append(p.name) or real(p, *a))
+    M3Runtime(artifact_copy)
+    assert "model.onnx" in hashed and "tokenizer.json" in hashed
+    with pytest.raises(ValueError, match="verify_checksums must be"):
+        M3Runtime(artifact_copy, verify_checksums="sometimes")

@@ -75,6 +75,10 @@ def test_corpus_and_stage_rows(bench):
         assert r["texts"] == 12 and r["tokens"] == sum(lengths)
         assert _finite_positive(r["seconds"], r["texts_per_s"], r["tokens_per_s"], r["speedup_vs_baseline"])
     assert [r["backend"] for r in result["stages"]] == ["m3rt-fp32", "m3rt-int8"]
+    assert [r["backend"] for r in result["cold_start"]] == ["m3rt-fp32", "m3rt-int8"]
+    for r in result["cold_start"]:
+        for run in (r["first"], r["warm"]):
+            assert 0 < run["load_s"] < run["ready_s"] and run["import_s"] > 0
     for r in result["stages"]:
         assert list(r["seconds"]) == ["tokenize", "plan", "engine", "heads"]
         assert all(v >= 0 for v in r["seconds"].values()) and r["seconds"]["engine"] > 0

@@ -115,3 +115,24 @@ def test_integer_arguments_take_numpy_integers_and_refuse_bools(runtime):
     for name in ("batch_size", "max_length"):
         with pytest.raises(ValueError, match=f"{name} must be an integer"):
             runtime.encode("hi", **{name: True})
+
+
+def test_backend_options_and_onnxruntime_pass_through(tiny_artifact):
+    from m3rt import BackendError
+    from m3rt.runtime.config import BackendOptions, RuntimeConfig
+
+    cfg = RuntimeConfig().with_overrides(batch_size=8, intra_op_threads=1)
+    assert cfg.batch_size == 8 and cfg.backend_options == BackendOptions(intra_op_threads=1)
+    rt = M3Runtime(tiny_artifact, intra_op_threads=1, session_options={"inter_op_num_threads": 1},
+                   session_config={"session.intra_op.allow_spinning": "0"})
+    assert rt.engine.session.get_session_options().inter_op_num_threads == 1
+    assert rt.engine.session.get_session_options().intra_op_num_threads == 1
+    np.testing.assert_allclose(rt.encode("hi")["dense_vecs"], M3Runtime(tiny_artifact).encode("hi")["dense_vecs"],
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="SessionOptions has no setting 'no_such_setting'"):
+        M3Runtime(tiny_artifact, session_options={"no_such_setting": 1})
+    with pytest.raises(ValueError, match="session_options: graph_optimization_level='fast' refused"):
+        M3Runtime(tiny_artifact, session_options={"graph_optimization_level": "fast"})
+    # A provider list whose first provider cannot start is an error, never a silent CPU fallback.
+    with pytest.raises(BackendError, match="has no OpenVINOExecutionProvider here"):
+        M3Runtime(tiny_artifact, providers=["OpenVINOExecutionProvider", "CPUExecutionProvider"])

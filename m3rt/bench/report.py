@@ -60,6 +60,13 @@ def markdown(result: dict) -> str:
     for r in result["corpus"]:
         lines.append(f"| {r['backend']} | {r['seconds']:.3f} | {r['texts_per_s']:,.1f} | {r['tokens_per_s']:,.0f} | "
                      f"{_x(r['speedup_vs_baseline'])} |")
+    if result.get("cold_start"):
+        lines += ["", "## Cold start (a new process: import m3rt, load the artifact, encode one text)", "",
+                  "| backend | first load (hashes every file) s | later loads (verified-once record) s | "
+                  "of which load s |", "|---|---:|---:|---:|"]
+        for r in result["cold_start"]:
+            lines.append(f"| {r['backend']} | {r['first']['ready_s']:.3f} | {r['warm']['ready_s']:.3f} | "
+                         f"{r['warm']['load_s']:.3f} |")
     if result["stages"]:
         stages = list(result["stages"][0]["seconds"])
         lines += ["", "## Where m3rt's time goes (the corpus, stage timings recorded by the runtime's pipeline)", "",

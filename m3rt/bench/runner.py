@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m3rt.bench import machine, report
+from m3rt.bench import cold_start, machine, report
 from m3rt.bench.backends import BACKENDS, M3RT_PRECISION, check_installed, check_names, make_backend
 from m3rt.bench.models import PRESETS, default_work_dir, prepare_artifact, prepare_model
 from m3rt.bench.stages import stage_split
@@ -129,10 +129,11 @@ def run_bench(
     base = corpus[backends[0]]["seconds"]
     corpus_rows = [{"backend": b, "batch_size": corpus_batch_size, "max_length": corpus_max_tokens, **corpus[b],
                     "speedup_vs_baseline": base / corpus[b]["seconds"]} for b in backends]
-    stages = []
+    stages, cold = [], []
     for r in m3rt_runners:
         split = stage_split(r.runtime, corpus_texts, corpus_batch_size, corpus_max_tokens)
         stages.append({"backend": r.name, **split, "encode_s": corpus[r.name]["seconds"]})
+        cold.append({"backend": r.name, **cold_start.measure(artifacts[r.name])})
         progress.update(1)
     progress.close()
 
@@ -161,6 +162,7 @@ def run_bench(
         "sweep": sweep,
         "corpus": corpus_rows,
         "stages": stages,
+        "cold_start": cold,
     }
     out.mkdir(parents=True, exist_ok=True)
     files = {ext: out / f"{name}.{ext}" for ext in ("json", "md", "png")}

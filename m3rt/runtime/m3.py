@@ -156,22 +156,29 @@ class M3Runtime:
             state["start"] += len(chunk)
             return self.pipeline.tokenize(_check_texts(chunk, "texts", offset=start), start, plan.max_length)
 
-        done = 0
-        with ThreadPoolExecutor(1, thread_name_prefix="m3rt-tokenize") as reader:
-            pending = reader.submit(next_chunk)
-            while (tok := pending.result()) is not None:
-                pending = reader.submit(next_chunk)  # overlaps this chunk's engine run
-                self._check_unchanged()
-                encoded = self.pipeline.encode_chunk(tok, plan, self._progress_counter(done, total))
-                done += len(encoded)
-                self._report_cuts(encoded, plan)
-                yield encoded
+        overlap = c.overlap_tokenize if c.overlap_tokenize is not None else self.engine.name != "onnxruntime-cpu"
+        done = cut = 0
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="m3rt-tokenize") as reader:
+                pending = reader.submit(next_chunk)
+                while (tok := pending.result()) is not None:
+                    if overlap:
+                        pending = reader.submit(next_chunk)  # read and tokenize the next chunk during this run
+                    self._check_unchanged()
+                    encoded = self.pipeline.encode_chunk(tok, plan, self._progress_counter(done, total))
+                    done += len(encoded)
+                    cut += int(encoded.truncated.sum())
+                    yield encoded
+                    if not overlap:
+                        pending = reader.submit(next_chunk)
+        finally:
+            _report_cuts(cut, done, plan.max_length)  # once per call, however it ended
 
     def _encode_list(self, texts: list[str], start: int, plan: Plan, total: int) -> Encoded:
         self._check_unchanged()
         tok = self.pipeline.tokenize(texts, start, plan.max_length)
         encoded = self.pipeline.encode_chunk(tok, plan, self._progress_counter(0, total))
-        self._report_cuts(encoded, plan)
+        _report_cuts(int(encoded.truncated.sum()), len(encoded), plan.max_length)
         return encoded
 
     def _plan(self, batch_size, max_length, dense, sparse, colbert) -> Plan:
@@ -198,11 +205,6 @@ class M3Runtime:
 
         return advance
 
-    @staticmethod
-    def _report_cuts(encoded: Encoded, plan: Plan) -> None:
-        cut = int(encoded.truncated.sum())
-        if cut:
-            log.warning("%d of %d texts were cut to max_length=%d tokens", cut, len(encoded), plan.max_length)
 
     def _check_unchanged(self) -> None:
         """The graph's weights are memory-mapped: a file rewritten since load would give wrong numbers (or a
@@ -292,6 +294,11 @@ class M3Runtime:
         items = [lexical_weights] if isinstance(lexical_weights, dict) else list(lexical_weights)
         converted = [{self.tokenizer.decode_one(int(i)): w for i, w in item.items()} for item in items]
         return converted[0] if len(converted) == 1 else converted
+
+
+def _report_cuts(cut: int, n: int, max_length: int) -> None:
+    if cut:
+        log.warning("%d of %d texts were cut to max_length=%d tokens", cut, n, max_length)
 
 
 def _default(value, fallback):

@@ -20,11 +20,14 @@ class OrtCpuEngine(Engine):
     def _open(self) -> None:
         import onnxruntime as ort
 
+        providers = list(self.config.backend_options.providers or ["CPUExecutionProvider"])
+        check_providers_installed(providers)
+        opts = session_options(self.config)
         try:
-            self.session = ort.InferenceSession(str(self.manifest.graph_path), sess_options=session_options(self.config),
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.manifest.graph_path), sess_options=opts, providers=providers)
         except Exception as e:  # onnxruntime's own error types: a corrupt or foreign graph
             raise ArtifactError(f"{self.manifest.graph_path}: onnxruntime cannot load the graph ({e})") from None
+        check_first_provider(self.session, providers)
 
     def _close(self) -> None:
         self.session = None
@@ -59,10 +62,41 @@ def session_options(config: RuntimeConfig):
     """
     import onnxruntime as ort
 
+    options = config.backend_options
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.enable_cpu_mem_arena = config.cpu_memory_arena
+    opts.enable_cpu_mem_arena = options.cpu_memory_arena
     opts.enable_mem_pattern = False
-    if config.intra_op_threads:
-        opts.intra_op_num_threads = config.intra_op_threads
+    if options.intra_op_threads:
+        opts.intra_op_num_threads = options.intra_op_threads
+    for name, value in options.session_options.items():  # the pass-through, after m3rt's own settings
+        if name.startswith("_") or not hasattr(opts, name) or callable(getattr(opts, name)):
+            raise ValueError(f"session_options: onnxruntime's SessionOptions has no setting {name!r}")
+        try:
+            setattr(opts, name, value)
+        except (TypeError, AttributeError) as e:
+            raise ValueError(f"session_options: {name}={value!r} refused by onnxruntime ({e})") from None
+    for key, value in options.session_config.items():
+        opts.add_session_config_entry(str(key), str(value))
     return opts
+
+
+def check_providers_installed(providers: list) -> None:
+    import onnxruntime as ort
+
+    from m3rt.errors import BackendError
+
+    have = ort.get_available_providers()
+    for p in providers:
+        name = p[0] if isinstance(p, tuple) else p
+        if name not in have:
+            raise BackendError(f"providers: onnxruntime {ort.__version__} has no {name} here (it has {', '.join(have)})")
+
+
+def check_first_provider(session, providers: list) -> None:
+    """onnxruntime falls back to later providers (or the CPU) silently when the first fails to start."""
+    first = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+    if session.get_providers()[0] != first:
+        from m3rt.errors import BackendError
+
+        raise BackendError(f"{first} did not start (onnxruntime runs {session.get_providers()} instead)")

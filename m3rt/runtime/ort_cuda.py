@@ -33,8 +33,9 @@ class OrtCudaEngine(Engine):
     bound_shapes = 4
 
     def _open(self) -> None:
-        self.session = _session(self.manifest, self.config, self.providers(self.manifest, self.config))
-        self.device_id = self.config.device_id
+        own = self.config.backend_options.providers
+        self.session = _session(self.manifest, self.config, list(own) if own else self.providers(self.manifest, self.config))
+        self.device_id = self.config.backend_options.device_id
         self._bound: OrderedDict = OrderedDict()
         self._bound_lock = threading.Lock()
 
@@ -54,7 +55,7 @@ class OrtCudaEngine(Engine):
         return None
 
     def providers(self, manifest: Manifest, config: RuntimeConfig) -> list:
-        return [(PROVIDER, {"device_id": config.device_id, "arena_extend_strategy": "kSameAsRequested"})]
+        return [(PROVIDER, {"device_id": config.backend_options.device_id, "arena_extend_strategy": "kSameAsRequested"})]
 
     def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
         inputs = {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
@@ -120,11 +121,11 @@ def _session(manifest: Manifest, config: RuntimeConfig, providers: list):
 
     from m3rt.runtime.ort_cpu import session_options
 
-    wanted = providers[0][0]
+    wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
     preload = _preload_cuda_libraries(ort)
+    opts = session_options(config)
     try:
-        session = ort.InferenceSession(str(manifest.graph_path), sess_options=session_options(config),
-                                       providers=providers)
+        session = ort.InferenceSession(str(manifest.graph_path), sess_options=opts, providers=providers)
     except Exception as e:  # onnxruntime's own error types
         raise ArtifactError(f"{manifest.graph_path}: onnxruntime cannot load the graph on {wanted} ({e})") from None
     # onnxruntime falls back to the CPU silently when a provider fails to start (missing CUDA libraries).

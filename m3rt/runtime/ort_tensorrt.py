@@ -39,12 +39,12 @@ class OrtTensorrtEngine(OrtCudaEngine):
         return None
 
     def providers(self, manifest: Manifest, config: RuntimeConfig) -> list:
-        cache = Path(config.engine_cache_dir or manifest.root / CACHE_DIRS[0])
+        cache = Path(config.backend_options.engine_cache_dir or manifest.root / CACHE_DIRS[0])
         cache.mkdir(parents=True, exist_ok=True)
         limits = self.limits
         mins, opts, maxs = shape_strings(list(limits.buckets))
         options = {
-            "device_id": config.device_id,
+            "device_id": config.backend_options.device_id,
             "trt_fp16_enable": True,
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(cache),
@@ -54,4 +54,4 @@ class OrtTensorrtEngine(OrtCudaEngine):
             "trt_profile_opt_shapes": opts,
             "trt_profile_max_shapes": maxs,
         }
-        return [(PROVIDER, options), ("CUDAExecutionProvider", {"device_id": config.device_id})]
+        return [(PROVIDER, options), ("CUDAExecutionProvider", {"device_id": config.backend_options.device_id})]

@@ -67,13 +67,13 @@ class TensorRTEngine(Engine):
         from m3rt.runtime.cuda_memory import Buffer, DeviceScratch, cudart, cudart_call, gpu_name
 
         plan = self.manifest.root / ENGINE
-        here = {"tensorrt": trt.__version__, "gpu": gpu_name(self.config.device_id)}
+        here = {"tensorrt": trt.__version__, "gpu": gpu_name(self.config.backend_options.device_id)}
         for key, value in here.items():
             if self.info.get(key) != value:
                 raise ArtifactError(f"{plan}: built for {key} {self.info.get(key)!r}, this machine has {value!r}; "
                                     f"rebuild it with `{self.rebuild}`")
         self._rt, self._call = cudart(), cudart_call
-        self._call(self._rt.cudaSetDevice(self.config.device_id))
+        self._call(self._rt.cudaSetDevice(self.config.backend_options.device_id))
         self._logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(self._logger).deserialize_cuda_engine(plan.read_bytes())
         if self.engine is None:
