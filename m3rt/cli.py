@@ -167,7 +167,7 @@ def _bench(args) -> None:
 
 
 def _tiny_model(args) -> None:
-    from m3rt.export.tiny_model import build_tiny_model
+    from m3rt.testing.tiny_model import build_tiny_model
 
     print(build_tiny_model(args.out, seed=args.seed))
 

@@ -23,7 +23,7 @@ def demo(out: str | Path = "m3rt-demo", texts: list[str] | None = None) -> dict:
     """Build + export the tiny model under `out`, encode `texts`, print a summary and return the outputs."""
     from m3rt import M3Runtime
     from m3rt.export import export
-    from m3rt.export.tiny_model import build_tiny_model
+    from m3rt.testing.tiny_model import build_tiny_model
 
     out = Path(out)
     texts = texts or DEMO_TEXTS

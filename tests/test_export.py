@@ -167,7 +167,7 @@ def test_real_bge_m3_shape_exports_with_external_data(tmp_path):
     """24 layers, hidden 1024, vocab 250002, random weights: over 2 GB, so one external data file."""
     from m3rt import M3Runtime
     from m3rt.export import export
-    from m3rt.export.tiny_model import BGE_M3_SHAPE, build_tiny_model
+    from m3rt.testing.tiny_model import BGE_M3_SHAPE, build_tiny_model
 
     model = build_tiny_model(tmp_path / "big", **BGE_M3_SHAPE)
     out = export(model, tmp_path / "artifact")

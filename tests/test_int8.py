@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from m3rt.export.tiny_model import CORPUS
+from m3rt.testing.tiny_model import CORPUS
 
 ALL = dict(return_dense=True, return_sparse=True, return_colbert_vecs=True)
 

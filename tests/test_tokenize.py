@@ -14,9 +14,9 @@ from m3rt.runtime.tokenize import TextTokenizer
 WORDS = ["search", "北京", "renard", "ranking", "函数", "the", "BM25", "lobo", "!", "1000", "collection"]
 
 
-@pytest.mark.parametrize("source", ["tiny", "minilm"])
-def test_numpy_truncation_equals_the_library_truncation(source, tiny_artifact, minilm_m3_dir):
-    path = (tiny_artifact if source == "tiny" else minilm_m3_dir) / "tokenizer.json"
+@pytest.mark.parametrize("source", ["tiny", pytest.param("minilm", marks=pytest.mark.export)])
+def test_numpy_truncation_equals_the_library_truncation(source, tiny_artifact, request):
+    path = (tiny_artifact if source == "tiny" else request.getfixturevalue("minilm_m3_dir")) / "tokenizer.json"
     ours = TextTokenizer(path, pad_id=1, limit=512)
     rng = np.random.default_rng(7)
     texts = [" ".join(rng.choice(WORDS, size=int(n))) for n in rng.integers(0, 120, 40)] + ["", "a"]

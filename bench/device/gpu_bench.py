@@ -44,7 +44,7 @@ def log(msg: str) -> None:
 
 
 def prepare(work: Path, shape: str) -> None:
-    from m3rt.export.tiny_model import BGE_M3_SHAPE, build_tiny_model
+    from m3rt.testing.tiny_model import BGE_M3_SHAPE, build_tiny_model
 
     work.mkdir(parents=True, exist_ok=True)
     model_dir = work / "model"

@@ -44,7 +44,7 @@ def prepare_model(preset: str | None, model: str | Path | None, work_dir: Path) 
     if (work_dir / MODEL_DONE).is_file():
         log.info("model: reusing %s", root)
         return root
-    from m3rt.export.tiny_model import BGE_M3_SHAPE, build_tiny_model
+    from m3rt.testing.tiny_model import BGE_M3_SHAPE, build_tiny_model
 
     shape = BGE_M3_SHAPE if preset == "bge-m3-random" else {}
     log.info("model: building the %s TEST model (random weights) in %s", preset, root)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from m3rt.export.tiny_model import write_random_heads
+from m3rt.testing.tiny_model import write_random_heads
 
 # The model files copied from the encoder's directory (weights, config, tokenizer).
 ENCODER_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json",
