@@ -40,6 +40,8 @@ PRECISIONS = ("fp32", "int8", "fp16")
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAMES = ("dense_vecs", "sparse_weights", "colbert_vecs")
 
+ATTENTION_KINDS = ("fused", "standard")
+
 REQUIRED_KEYS = (
     "format_version", "source", "model_type", "precision", "opset", "graph", "dims",
     "special_ids", "sparse_skip_ids", "max_length", "tokenizer", "versions", "validation", "files",
@@ -52,6 +54,58 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Dims:
+    hidden: int
+    colbert: int
+    vocab: int | None = None
+    layers: int | None = None
+    heads: int | None = None
+
+
+def new_manifest(*, source: str, model_type: str, precision: str, opset: int, attention: str, external: bool,
+                 dims: Dims, special_ids: dict[str, int], sparse_skip_ids: list[int], max_length: int,
+                 clean_up_tokenization_spaces: bool, versions: dict[str, str], export_cpu: dict | None,
+                 validation: dict) -> dict[str, Any]:
+    """The manifest of a new artifact (the exporter's only way to write one): file names and fixed fields
+    from this module, the rest from the arguments. write_manifest adds the checksums."""
+    from datetime import datetime, timezone
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
+    if attention not in ATTENTION_KINDS:
+        raise ValueError(f"attention {attention!r} is not one of {ATTENTION_KINDS}")
+    return {
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "model_type": model_type,
+        "precision": precision,
+        "opset": opset,
+        "attention": attention,
+        "graph": GRAPH,
+        "external_data": EXTERNAL_DATA if external else None,
+        "inputs": list(INPUT_NAMES),
+        "outputs": list(OUTPUT_NAMES),
+        "dims": dict(dims.__dict__),
+        "special_ids": dict(special_ids),
+        "sparse_skip_ids": list(sparse_skip_ids),
+        "max_length": max_length,
+        "tokenizer": {"file": TOKENIZER, "clean_up_tokenization_spaces": bool(clean_up_tokenization_spaces)},
+        "versions": dict(versions),
+        # The CPU class the fidelity checks ran on: int8 can give other numbers on another class.
+        "export_cpu": export_cpu,
+        "validation": validation,
+    }
+
+
+def with_tensorrt_engine(manifest: "Manifest", info: dict) -> dict[str, Any]:
+    """The manifest data of `manifest` with a built TensorRT engine (ENGINE, ENGINE_INFO) recorded."""
+    data = {k: v for k, v in manifest.data.items() if k != "files"}
+    data["tensorrt"] = {"engine": ENGINE, "info": ENGINE_INFO, "version": info["tensorrt"], "gpu": info["gpu"]}
+    return data
 
 
 @dataclass(frozen=True)
@@ -111,6 +165,23 @@ class Manifest:
     @property
     def export_cpu_class(self) -> str | None:
         return (self.data.get("export_cpu") or {}).get("class")
+
+    @property
+    def attention(self) -> str:
+        return str(self.data.get("attention", "fused"))
+
+    @property
+    def dims(self) -> Dims:
+        d = self.data["dims"]
+        return Dims(**{k: d.get(k) for k in ("hidden", "colbert", "vocab", "layers", "heads")})
+
+    @property
+    def clean_up_tokenization_spaces(self) -> bool:
+        return bool(self.data["tokenizer"].get("clean_up_tokenization_spaces", False))
+
+    @property
+    def files(self) -> dict[str, str]:
+        return dict(self.data["files"])
 
 
 def write_manifest(root: Path, data: dict[str, Any]) -> Path:

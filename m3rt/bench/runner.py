@@ -193,9 +193,7 @@ def _tokenizer(model_dir: Path, config: dict, artifacts: dict[str, Path]):
 
     if artifacts:
         manifest = read_manifest(next(iter(artifacts.values())), verify=False)
-        tok_cfg = manifest.data["tokenizer"]
-        return (TextTokenizer(manifest.tokenizer_path, manifest.pad_id,
-                              bool(tok_cfg.get("clean_up_tokenization_spaces"))), manifest.max_length)
+        return TextTokenizer.from_manifest(manifest), manifest.max_length
     # FlagEmbedding alone: the model directory's tokenizer, and RoBERTa's usable positions.
     pad = int(config.get("pad_token_id", 1))
     return TextTokenizer.from_model_dir(model_dir, pad), int(config["max_position_embeddings"]) - pad - 1

@@ -26,10 +26,10 @@ import math
 import torch
 from torch import nn
 
+from m3rt.artifact import ATTENTION_KINDS  # noqa: F401 - the spellings an export can have (see above)
+
 PLACEHOLDER_DOMAIN = "m3rt"
 PLACEHOLDER_OP = "Attention"
-# Attention spellings an export can have: see the module docstring.
-ATTENTION_KINDS = ("fused", "standard")
 MASK_BIAS = -10000.0
 
 

@@ -10,14 +10,13 @@ import logging
 import os
 import shutil
 import time
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from m3rt.artifact import (EXTERNAL_DATA, FORMAT_VERSION, GRAPH, INPUT_NAMES, MANIFEST, OUTPUT_NAMES, PRECISIONS,
-                           PROBE, TOKENIZER, write_manifest)
+from m3rt.artifact import (EXTERNAL_DATA, GRAPH, OUTPUT_NAMES, PRECISIONS, PROBE, TOKENIZER, Dims, new_manifest,
+                           write_manifest)
 from m3rt.errors import SourceError
 from m3rt.export.attention import ATTENTION_KINDS
 from m3rt.export.source import check_source_files, resolve_source
@@ -96,37 +95,16 @@ def _export_into(source, root: Path, staging: Staging, precision: str, opset: in
         if precision == "int8":
             _write_probe(fp32_graph, out / PROBE, tokenizer)
     tok_cfg = _read_json(root / "tokenizer_config.json")
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source": str(source),
-        "model_type": config.model_type,
-        "precision": precision,
-        "opset": opset,
-        "attention": attention,
-        "graph": GRAPH,
-        "external_data": EXTERNAL_DATA if external else None,
-        "inputs": list(INPUT_NAMES),
-        "outputs": list(OUTPUT_NAMES),
-        "dims": {
-            "hidden": config.hidden_size,
-            "colbert": colbert_dim,
-            "vocab": config.vocab_size,
-            "layers": config.num_hidden_layers,
-            "heads": config.num_attention_heads,
-        },
-        "special_ids": specials,
-        "sparse_skip_ids": skip_ids,
-        "max_length": max_length,
-        "tokenizer": {
-            "file": TOKENIZER,
-            "clean_up_tokenization_spaces": bool(tok_cfg.get("clean_up_tokenization_spaces", False)),
-        },
-        "versions": _versions(),
-        # The CPU class the fidelity checks ran on: int8 can give other numbers on another class.
-        "export_cpu": {k: v for k, v in detect_cpu().as_dict().items() if k in ("class", "model", "flags")},
-        "validation": validation,
-    }
+    manifest = new_manifest(
+        source=str(source), model_type=config.model_type, precision=precision, opset=opset, attention=attention,
+        external=bool(external),
+        dims=Dims(hidden=config.hidden_size, colbert=colbert_dim, vocab=config.vocab_size,
+                  layers=config.num_hidden_layers, heads=config.num_attention_heads),
+        special_ids=specials, sparse_skip_ids=skip_ids, max_length=max_length,
+        clean_up_tokenization_spaces=bool(tok_cfg.get("clean_up_tokenization_spaces", False)),
+        versions=_versions(),
+        export_cpu={k: v for k, v in detect_cpu().as_dict().items() if k in ("class", "model", "flags")},
+        validation=validation)
     _readable_by_all(out)
     write_manifest(out, manifest)
     log.info("artifact written to %s in %.1f s", staging.out, time.perf_counter() - started)

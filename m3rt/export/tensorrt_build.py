@@ -11,7 +11,7 @@ import logging
 import time
 from pathlib import Path
 
-from m3rt.artifact import ENGINE, ENGINE_INFO, TIMING_CACHE, read_manifest, write_manifest
+from m3rt.artifact import ENGINE, ENGINE_INFO, TIMING_CACHE, read_manifest, with_tensorrt_engine, write_manifest
 from m3rt.errors import ArtifactError, BackendError
 from m3rt.runtime.cuda_memory import gpu_name
 from m3rt.runtime.profiles import INPUTS, profiles_for
@@ -28,7 +28,7 @@ def build_engine(artifact: str | Path, *, max_batch_tokens: int = 16384, batch_s
         raise BackendError("building a TensorRT engine needs the `tensorrt` package (pip install tensorrt, "
                            "on a machine with an NVIDIA GPU)") from None
     manifest = read_manifest(artifact)
-    if manifest.data.get("attention") != "standard":
+    if manifest.attention != "standard":
         raise ArtifactError(f"{manifest.root}: TensorRT needs an artifact exported with --attention standard")
     started = time.perf_counter()
     logger = trt.Logger(trt.Logger.WARNING)
@@ -61,9 +61,6 @@ def build_engine(artifact: str | Path, *, max_batch_tokens: int = 16384, batch_s
             "batch_size": batch_size, "profiles": [p.__dict__ for p in profiles],
             "build_seconds": round(time.perf_counter() - started, 1)}
     (manifest.root / ENGINE_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    data = dict(manifest.data)
-    data["tensorrt"] = {"engine": ENGINE, "info": ENGINE_INFO, "version": info["tensorrt"], "gpu": info["gpu"]}
-    data.pop("files", None)
-    write_manifest(manifest.root, data)
+    write_manifest(manifest.root, with_tensorrt_engine(manifest, info))
     log.info("engine written to %s in %.0f s", engine_path, info["build_seconds"])
     return engine_path

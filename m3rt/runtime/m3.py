@@ -43,14 +43,7 @@ class M3Runtime:
                                                        "query_max_length")
         self.passage_max_length = self._check_max_length(_default(self.config.passage_max_length, default),
                                                          "passage_max_length")
-        tok_cfg = self.manifest.data["tokenizer"]
-        try:
-            self.tokenizer = TextTokenizer(
-                self.manifest.tokenizer_path, self.manifest.pad_id, bool(tok_cfg.get("clean_up_tokenization_spaces")),
-                limit=self.manifest.max_length,
-            )
-        except Exception as e:  # the tokenizers library raises a bare Exception on a bad file
-            raise ArtifactError(f"{self.manifest.tokenizer_path}: cannot be loaded as a tokenizer ({e})") from None
+        self.tokenizer = TextTokenizer.from_manifest(self.manifest)
         self.engine = create_engine(self.config.backend, self.manifest, self.config)
         try:
             # The metrics re-measured here, for an int8 artifact exported on another CPU class.
@@ -59,10 +52,9 @@ class M3Runtime:
             self.engine.close()
             raise
         self.batch_tokens = self.config.max_batch_tokens or self.engine.preferred_batch_tokens
-        dims = self.manifest.data["dims"]
+        dims = self.manifest.dims
         self.pipeline = Pipeline(self.tokenizer, self.engine, pad_id=self.manifest.pad_id,
-                                 skip_ids=self.manifest.sparse_skip_ids, hidden=int(dims["hidden"]),
-                                 colbert_dim=int(dims["colbert"]))
+                                 skip_ids=self.manifest.sparse_skip_ids, hidden=dims.hidden, colbert_dim=dims.colbert)
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:

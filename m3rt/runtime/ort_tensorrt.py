@@ -33,9 +33,9 @@ class OrtTensorrtEngine(OrtCudaEngine):
         why = super().unsuitable(manifest)  # what the CUDA provider cannot run, TensorRT's cannot either
         if why is not None:
             return why
-        if manifest.data.get("attention") != "standard":
+        if manifest.attention != "standard":
             return (f"TensorRT needs an artifact exported with --attention standard (this one has "
-                    f"{manifest.data.get('attention', 'fused')!r}: com.microsoft ops)")
+                    f"{manifest.attention!r}: com.microsoft ops)")
         return None
 
     def providers(self, manifest: Manifest, config: RuntimeConfig) -> list:

@@ -40,6 +40,17 @@ class TextTokenizer:
         self._suffix = _trailing_ones(mask)
 
     @classmethod
+    def from_manifest(cls, manifest) -> "TextTokenizer":
+        """The artifact's tokenizer, truncating at its max_length (a bad file: an ArtifactError naming it)."""
+        from m3rt.errors import ArtifactError
+
+        try:
+            return cls(manifest.tokenizer_path, manifest.pad_id, manifest.clean_up_tokenization_spaces,
+                       limit=manifest.max_length)
+        except Exception as e:  # the tokenizers library raises a bare Exception on a bad file
+            raise ArtifactError(f"{manifest.tokenizer_path}: cannot be loaded as a tokenizer ({e})") from None
+
+    @classmethod
     def from_model_dir(cls, root: Path, pad_id: int, limit: int | None = None) -> "TextTokenizer":
         cfg = root / "tokenizer_config.json"
         clean = bool(json.loads(cfg.read_text()).get("clean_up_tokenization_spaces", False)) if cfg.is_file() else False
