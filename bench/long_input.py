@@ -12,38 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
-
-CHILD = r"""
-import json, resource, sys, time
-import numpy as np
-from pathlib import Path
-from m3rt.bench.backends import make_backend
-from m3rt.bench.texts import ExactLengthTexts
-from m3rt.runtime.tokenize import TextTokenizer
-from m3rt.artifact import read_manifest
-
-name, work, tokens = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
-def rss_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-manifest = read_manifest(work / "artifact-fp32", verify=False)
-maker = ExactLengthTexts(TextTokenizer(manifest.tokenizer_path, manifest.pad_id), manifest.max_length)
-text = maker.texts([tokens], np.random.default_rng(0))
-artifacts = {"m3rt-fp32": work / "artifact-fp32", "m3rt-int8": work / "artifact-int8"}
-backend = make_backend(name, work / "model", artifacts, 0)
-loaded = rss_mb()
-t = time.perf_counter()
-out = backend.encode(text, batch_size=1, max_length=tokens)
-seconds = time.perf_counter() - t
-assert out["colbert_vecs"][0].shape[0] == tokens - 1
-print(json.dumps({"backend": name, "tokens": tokens, "seconds": seconds, "rss_after_load_mb": loaded,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -53,20 +23,17 @@ def main() -> None:
     ap.add_argument("--backends", default="pytorch,m3rt-fp32,m3rt-int8")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from m3rt.bench import machine
+    from m3rt.bench import harness
 
     rows = []
     for name in args.backends.split(","):
         print(f"{name}: encoding one {args.tokens}-token text in a fresh process ...", file=sys.stderr, flush=True)
-        res = subprocess.run([sys.executable, "-c", CHILD, name, args.work_dir, str(args.tokens)],
-                             capture_output=True, text=True)
-        if res.returncode != 0:
-            rows.append({"backend": name, "tokens": args.tokens, "error": res.stderr.strip().splitlines()[-1]})
-        else:
-            rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        try:
+            rows.append(harness.in_fresh_process("m3rt.bench.long_input", name, args.work_dir, str(args.tokens)))
+        except RuntimeError as e:
+            rows.append({"backend": name, "tokens": args.tokens, "error": str(e)})
         print(f"  {rows[-1]}", file=sys.stderr, flush=True)
-    result = {"date": machine.utc_now(), "git_commit": machine.git_commit(), "machine": machine.machine_info(),
-              "versions": machine.versions(), "work_dir": args.work_dir, "rows": rows}
+    result = {**harness.run_record(), "work_dir": args.work_dir, "rows": rows}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "long-input.json").write_text(json.dumps(result, indent=2) + "\n")

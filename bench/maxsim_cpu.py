@@ -10,14 +10,10 @@ the same data regenerated from the seed. Writes bench/results/maxsim_cpu.{json,m
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +35,10 @@ def make_data(d: int, n_docs: int, seed: int = 0):
 
 
 def timeit(fn, repeat: int, warmup: int = 1) -> dict:
-    """Shared timer: warm-up calls, then the median of `repeat` wall-clock runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+    """The shared harness's timer: warm-up calls, then the median of `repeat` wall-clock runs."""
+    from m3rt.bench.harness import time_calls
+
+    times = time_calls(fn, repeat, warmup=warmup)
     return {"median_s": float(np.median(times)), "times_s": times}
 
 
@@ -80,32 +72,28 @@ def torch_padded(torch, query, pad, mask):
     return scores
 
 
-MAXSIM_CPU_CHILD = r"""
-import json, sys, numpy as np
-sys.path.insert(0, sys.argv[1])
-from maxsim_cpu_bench_data import make_data, timeit
-try:
-    import maxsim_cpu
-except ImportError:
-    print(json.dumps({"status": "not installed (pip install maxsim-cpu==0.1.0)"}))
-    sys.exit(0)
-d, n, repeat, out = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-query, docs, offsets = make_data(d, n)
-doc_list = [docs[offsets[i]:offsets[i + 1]] for i in range(n)]
-res = timeit(lambda: maxsim_cpu.maxsim_scores_variable(query, doc_list), repeat)
-np.save(out, np.asarray(maxsim_cpu.maxsim_scores_variable(query, doc_list)) / query.shape[0])
-print(json.dumps(res))
-"""
+def maxsim_cpu_child(d: int, n_docs: int, repeat: int, out: str) -> None:
+    """In the child process: time the maxsim-cpu package on the same data, save its scores to `out`."""
+    here = Path(__file__).resolve().parent  # this script's folder first on sys.path would shadow the package
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    try:
+        import maxsim_cpu
+    except ImportError:
+        print(json.dumps({"status": "not installed (pip install maxsim-cpu==0.1.0)"}))
+        return
+    query, docs, offsets = make_data(d, n_docs)
+    doc_list = [docs[offsets[i]:offsets[i + 1]] for i in range(n_docs)]
+    res = timeit(lambda: maxsim_cpu.maxsim_scores_variable(query, doc_list), repeat)
+    np.save(out, np.asarray(maxsim_cpu.maxsim_scores_variable(query, doc_list)) / query.shape[0])
+    print(json.dumps(res))
 
 
 def run_maxsim_cpu(d: int, n_docs: int, repeat: int) -> dict:
-    # Not imported here: this script's own name would shadow the package.
+    """maxsim-cpu in a child process (it is reported to crash at d=1024): this script in its child mode."""
     with tempfile.TemporaryDirectory() as tmp:
-        # The child imports make_data/timeit from a copy of this file (same data, same timer).
-        Path(tmp, "maxsim_cpu_bench_data.py").write_text(Path(__file__).read_text())
         out = Path(tmp, "scores.npy")
         proc = subprocess.run(
-            [sys.executable, "-c", MAXSIM_CPU_CHILD, tmp, str(d), str(n_docs), str(repeat), str(out)],
+            [sys.executable, __file__, "--child-maxsim-cpu", str(d), str(n_docs), str(repeat), str(out)],
             capture_output=True, text=True, cwd=tmp,
         )
         if proc.returncode != 0:
@@ -124,38 +112,12 @@ def run_maxsim_cpu(d: int, n_docs: int, repeat: int) -> dict:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=ROOT).stdout.strip() or None
-    except OSError:
-        commit = None
-    blas = None
-    try:
-        from threadpoolctl import threadpool_info
+    """The harness's run record, flattened as this report reads it."""
+    from m3rt.bench.harness import run_record
 
-        blas = [{k: i.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
-                for i in threadpool_info() if i.get("user_api") == "blas"]
-    except ImportError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "git_commit": commit,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "blas": blas,
-        "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
-                                               "OMP_NUM_THREADS")},
-    }
+    rec = run_record(("m3rt", "numpy", "torch", "maxsim-cpu"))
+    return {**rec["machine"], "date": rec["date"], "git_commit": rec["git_commit"], "numpy": np.__version__,
+            "versions": rec["versions"]}
 
 
 def bench_dim(d: int, n_docs: int, repeat: int, torch, with_maxsim_cpu: bool, fp16: bool) -> list[dict]:
@@ -238,6 +200,10 @@ def markdown(meta: dict, rows: list[dict]) -> str:
 
 
 def main() -> None:
+    sys.path.insert(0, str(ROOT))  # m3rt without installing it
+    if sys.argv[1:2] == ["--child-maxsim-cpu"]:
+        d, n, repeat, out = sys.argv[2:6]
+        return maxsim_cpu_child(int(d), int(n), int(repeat), out)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs-128", type=int, default=10_000)
     ap.add_argument("--docs-1024", type=int, default=2_000,
@@ -247,7 +213,6 @@ def main() -> None:
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT))  # m3rt without installing it
 
     torch = None
     if not args.no_torch:

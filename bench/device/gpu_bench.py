@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -84,9 +82,12 @@ def run(work: Path, out: Path, budget_s: float, reps: int) -> None:
     model_dir, fp32_dir, fp16_dir = work / "model", work / "fp32", work / "fp16"
     cfg = json.loads((model_dir / "config.json").read_text())
     fp16_manifest, fp32_manifest = read_manifest(fp16_dir, verify=False), read_manifest(fp32_dir, verify=False)
+    from m3rt.bench.harness import run_record
+
+    record = run_record(("m3rt", "torch", "onnxruntime", "onnxruntime-gpu", "transformers", "numpy"))
     result: dict = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "card": card,
-        "commit": os.environ.get("GIT_COMMIT", ""), "platform": platform.platform(),
+        "date": record["date"], "card": card, "commit": record["git_commit"] or "",
+        "platform": record["machine"]["platform"], "host": record["machine"], "versions": record["versions"],
         "shape": f"{cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, vocab {cfg['vocab_size']}",
         "torch": torch.__version__, "rows": {}, "skipped": {}, "fidelity": [], "notes": [],
     }
@@ -200,15 +201,13 @@ def _random_batch(rng, b: int, s: int, vocab: int) -> tuple[np.ndarray, np.ndarr
 
 
 def _time_grid(run, inputs, reps: int) -> dict[str, float]:
+    from m3rt.bench.harness import time_calls
+
     times = {}
     for (b, s), (ids, mask) in inputs.items():
-        for _ in range(3):  # warm-up: kernel selection, allocator growth
-            run(ids, mask)
-        samples = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            run(ids, mask)  # returns host arrays: includes the copies back, so it is synchronised
-            samples.append(time.perf_counter() - t)
+        # 3 warm-up calls: kernel selection, allocator growth. run() returns host arrays: the copies back are
+        # in the time, so it is synchronised.
+        samples = time_calls(lambda: run(ids, mask), reps, warmup=3)
         times[f"{b}x{s}"] = statistics.median(samples)
     return times
 

@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import triton  # noqa: E402
 
+from m3rt.bench.harness import run_record, time_calls  # noqa: E402
 from m3rt.kernels import maxsim, maxsim_many, maxsim_pairs  # noqa: E402
 from m3rt.kernels import maxsim_triton as mt  # noqa: E402
 
@@ -47,13 +48,7 @@ def log(msg: str) -> None:
 def bench(fn) -> float:
     """Median seconds of fn()."""
     if SMOKE:
-        fn()
-        ts = []
-        for _ in range(3):
-            t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
-        return float(np.median(ts))
+        return float(np.median(time_calls(fn, 3, warmup=1)))
     try:
         ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
     except TypeError:  # older signature
@@ -267,10 +262,11 @@ def main() -> None:
     elif not torch.cuda.is_available():
         sys.exit("no CUDA device (use --smoke for an interpreter check of this script)")
 
+    record = run_record(("m3rt", "torch", "triton", "numpy"))
     info = dict(torch=torch.__version__, triton=triton.__version__, python=platform.python_version(),
                 device=torch.cuda.get_device_name() if not SMOKE else "cpu (interpreter smoke)",
                 capability=torch.cuda.get_device_capability() if not SMOKE else None, smoke=SMOKE,
-                git_commit=os.environ.get("GIT_COMMIT"))
+                git_commit=record["git_commit"], date=record["date"], host=record["machine"])
     log(f"{info['device']} torch {info['torch']} triton {info['triton']}")
     gen = torch.Generator(device=DEV).manual_seed(0)
     gen_np = np.random.default_rng(0)

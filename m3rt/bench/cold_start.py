@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,11 +26,9 @@ def measure(artifact: str | Path, reps: int = 3, backend: str = "cpu") -> dict:
 
 
 def _child(artifact, backend: str) -> dict:
-    res = subprocess.run([sys.executable, "-m", "m3rt.bench.cold_start", str(artifact), backend],
-                         capture_output=True, text=True, timeout=600)
-    if res.returncode != 0:
-        raise RuntimeError(f"cold start child failed: {res.stderr.strip().splitlines()[-1:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    from m3rt.bench.harness import in_fresh_process
+
+    return in_fresh_process("m3rt.bench.cold_start", str(artifact), backend, timeout=600)
 
 
 def main(artifact: str, backend: str) -> None:

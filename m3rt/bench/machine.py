@@ -11,7 +11,7 @@ from pathlib import Path
 
 PACKAGES = ("m3rt", "onnxruntime", "torch", "transformers", "FlagEmbedding", "numpy", "tokenizers")
 # Thread settings that change CPU timings; recorded so two runs can be compared.
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE")
 
 
 def machine_info() -> dict:
@@ -25,13 +25,23 @@ def machine_info() -> dict:
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
+        "blas": _blas(),
         "env": {k: os.environ.get(k) for k in THREAD_ENV},
     }
 
 
-def versions() -> dict[str, str | None]:
+def _blas() -> list[dict] | None:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    return [{k: i.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+
+
+def versions(packages=PACKAGES) -> dict[str, str | None]:
     found = {}
-    for pkg in PACKAGES:
+    for pkg in packages:
         try:
             found[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -40,7 +50,8 @@ def versions() -> dict[str, str | None]:
 
 
 def git_commit() -> str | None:
-    """Short commit of the checkout m3rt runs from, "+dirty" when tracked files differ; None outside git."""
+    """Short commit of the checkout m3rt runs from, "+dirty" when tracked files differ; outside git (a device
+    machine given a copy of the tree) the GIT_COMMIT environment variable, else None."""
     root = Path(__file__).resolve().parents[2]
 
     def git(*args):
@@ -51,10 +62,10 @@ def git_commit() -> str | None:
     try:
         head = git("rev-parse", "--short", "HEAD")
         if head.returncode != 0:
-            return None
+            return os.environ.get("GIT_COMMIT") or None
         dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
+        return os.environ.get("GIT_COMMIT") or None
     return head.stdout.strip() + ("+dirty" if dirty else "")
 
 

@@ -7,12 +7,7 @@ import time
 
 import numpy as np
 
-
-def summarise(times: list[float]) -> dict:
-    p50, p90, p99 = np.percentile(times, [50, 90, 99])
-    return {"reps": len(times), "p50_s": float(p50), "p90_s": float(p90), "p99_s": float(p99),
-            "mean_s": float(np.mean(times)), "min_s": float(np.min(times)), "max_s": float(np.max(times)),
-            "times_s": [float(t) for t in times]}
+from m3rt.bench.harness import summarise, time_calls
 
 
 def check_outputs(backend: str, result: dict, token_lengths, hidden: int) -> None:
@@ -49,18 +44,10 @@ def measure_point(backends, texts: list[str], batch_size: int, max_length: int, 
     lengths = [max_length] * len(texts)
     summaries = {}
     for b in backends:
-        check_outputs(b.name, b.encode(texts, batch_size, max_length), lengths, hidden)
+        check_outputs(b.name, b.encode(texts, batch_size, max_length), lengths, hidden)  # the warm-up, checked
         progress.update(1)
-        gc.collect()  # garbage of the warm-up must not be collected inside a timed call
-        times = []
-        started = time.perf_counter()
-        while len(times) < reps:
-            t0 = time.perf_counter()
-            b.encode(texts, batch_size, max_length)
-            times.append(time.perf_counter() - t0)
-            progress.update(1)
-            if time.perf_counter() - started >= time_budget_s:
-                break
+        times = time_calls(lambda: b.encode(texts, batch_size, max_length), reps, warmup=0,
+                           budget_s=time_budget_s, on_call=lambda: progress.update(1))
         progress.update(reps - len(times))  # the calls the budget cut, so the bar still ends full
         summaries[b.name] = {**summarise(times), "budget_hit": len(times) < reps}
     return summaries
