@@ -118,15 +118,21 @@ class Manifest:
     # live runtime (the weights are memory-mapped) is caught by `changed_files` before it is used again.
     stamps: dict[str, tuple[int, int, int]] = field(default_factory=dict, compare=False, repr=False)
 
-    def changed_files(self) -> list[str]:
-        """Listed files whose size, mtime or inode differs from when the manifest was read."""
+    @property
+    def graph_files(self) -> list[str]:
+        """The files onnxruntime reads (memory-maps) while running: the graph and its external data."""
+        return [n for n in (self.data["graph"], self.data.get("external_data")) if n]
+
+    def changed_files(self, names=None) -> list[str]:
+        """Listed files (all, or `names`) whose size, mtime, ctime or inode differ from when the manifest was
+        read."""
         changed = []
-        for name, stamp in self.stamps.items():
+        for name in self.stamps if names is None else names:
             try:
-                now = _stamp(self.root / name)
+                now = _stamp(os.path.join(self.root, name))
             except OSError:
                 now = None
-            if now != stamp:
+            if now != self.stamps.get(name):
                 changed.append(name)
         return changed
 

@@ -158,12 +158,9 @@ def _demo(args) -> None:
 
 def _bench(args) -> None:
     from m3rt.bench import run_bench
+    from m3rt.bench.options import from_arguments
 
-    run_bench(preset=args.preset, model=args.model, out=args.out, work_dir=args.work_dir, backends=args.backends,
-              batch_sizes=args.batch_sizes, seq_lengths=args.seq_lengths, sweep_lengths=args.sweep_lengths,
-              corpus_size=args.corpus_size, corpus_min_tokens=args.corpus_min_tokens,
-              corpus_max_tokens=args.corpus_max_tokens, corpus_batch_size=args.corpus_batch_size, reps=args.reps,
-              time_budget_s=args.time_budget_s, threads=args.threads, seed=args.seed, name=args.name)
+    run_bench(**from_arguments(args))
 
 
 def _tiny_model(args) -> None:
@@ -231,28 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_demo)
 
     b = sub.add_parser("bench", help="CPU latency and throughput of m3rt against FlagEmbedding; writes .json/.md/.png")
-    b.add_argument("--preset", choices=["tiny", "bge-m3-random"],
-                   help="TEST model to build: tiny (seconds) or the bge-m3 shape with random weights (~2.3 GB); "
-                        "default tiny unless --model is given")
-    b.add_argument("--model", help="a local model directory in the BAAI/bge-m3 layout instead of a preset")
-    b.add_argument("--out", default="bench/results", help="folder for the results (default: bench/results)")
-    b.add_argument("--work-dir", help="cache of the model and artifacts (default: ~/.cache/m3rt/bench/<preset>)")
-    b.add_argument("--backends", default="pytorch,flagembedding,m3rt-fp32,m3rt-int8",
-                   help="comma-separated; the first is the baseline (default: pytorch,flagembedding,m3rt-fp32,m3rt-int8)")
-    b.add_argument("--batch-sizes", default="1,8", help="latency grid (default: 1,8)")
-    b.add_argument("--seq-lengths", default="128,512", help="latency grid, tokens (default: 128,512)")
-    b.add_argument("--sweep-lengths", default="32,128,512",
-                   help="batch-1 latency plot, tokens (default: 32,128,512)")
-    b.add_argument("--corpus-size", type=int, default=200, help="texts in the throughput corpus (default: 200)")
-    b.add_argument("--corpus-min-tokens", type=int, default=8)
-    b.add_argument("--corpus-max-tokens", type=int, default=512)
-    b.add_argument("--corpus-batch-size", type=int, default=32)
-    b.add_argument("--reps", type=int, default=10, help="timed calls per backend and point (default: 10)")
-    b.add_argument("--time-budget-s", type=float, default=60.0,
-                   help="stop a backend's timed calls at a point after this many seconds (default: 60)")
-    b.add_argument("--threads", type=int, default=0, help="torch and onnxruntime threads; 0: their defaults")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--name", help="result file name without extension (default: cpu-<preset or model folder>)")
+    from m3rt.bench.options import add_arguments
+
+    add_arguments(b)  # generated from BenchOptions: the library's keywords, one for one
     b.set_defaults(func=_bench)
 
     t = sub.add_parser("tiny-model", help="write the tiny BGE-M3-shaped TEST model (random weights)")

@@ -168,3 +168,24 @@ def test_import_pulls_in_no_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["False", "False"]
+
+
+def test_cli_options_are_generated_from_bench_options():
+    """One dataclass: every field is a --option of `m3rt bench` and its keyword in run_bench; results default
+    to the user's cache, never a source tree."""
+    from dataclasses import fields
+
+    from m3rt.bench.options import BenchOptions
+    from m3rt.cli import build_parser
+
+    bench = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "bench")[1]
+    flags = {a.option_strings[0] for a in bench._actions if a.option_strings and a.option_strings[0] != "-h"}
+    assert flags == {"--" + f.name.replace("_", "-") for f in fields(BenchOptions)}
+    assert all(a.help for a in bench._actions)
+    opts = BenchOptions()
+    assert opts.preset == "tiny" and opts.name == "cpu-tiny" and opts.out.endswith("bench/results")
+    from m3rt.artifact import cache_dir
+
+    assert opts.out.startswith(str(cache_dir()))
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        BenchOptions(repetitions=3)

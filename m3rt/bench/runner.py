@@ -5,14 +5,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from m3rt.bench import cold_start, machine, report
-from m3rt.bench.backends import BACKENDS, M3RT_PRECISION, check_installed, check_names, make_backend
-from m3rt.bench.models import PRESETS, default_work_dir, prepare_artifact, prepare_model
+from m3rt.bench.backends import M3RT_PRECISION, check_installed, make_backend
+from m3rt.bench.models import default_work_dir, prepare_artifact, prepare_model
+from m3rt.bench.options import BenchOptions
 from m3rt.bench.stages import stage_split
 from m3rt.bench.texts import ExactLengthTexts
 from m3rt.bench.timing import measure_corpus, measure_point
@@ -21,60 +21,26 @@ from m3rt.progress import Progress
 log = logging.getLogger("m3rt.bench")
 
 
-def run_bench(
-    preset: str | None = None,
-    model: str | Path | None = None,
-    out: str | Path = "bench/results",
-    work_dir: str | Path | None = None,
-    backends: Sequence[str] = BACKENDS,
-    batch_sizes: Sequence[int] = (1, 8),
-    seq_lengths: Sequence[int] = (128, 512),
-    sweep_lengths: Sequence[int] = (32, 128, 512),
-    corpus_size: int = 200,
-    corpus_min_tokens: int = 8,
-    corpus_max_tokens: int = 512,
-    corpus_batch_size: int = 32,
-    reps: int = 10,
-    time_budget_s: float = 60.0,
-    threads: int = 0,
-    seed: int = 0,
-    name: str | None = None,
-) -> dict:
+def run_bench(options: BenchOptions | None = None, **keywords) -> dict:
     """Time FlagEmbedding and m3rt's CPU backends on the same inputs; write <out>/<name>.{json,md,png}.
 
-    preset: "tiny" (a few-MB TEST model, seconds; the default without `model`) or "bge-m3-random" (the real
-    bge-m3 shape with random weights, ~2.3 GB). model: a local BAAI/bge-m3-layout directory instead.
-    Models and artifacts are cached in work_dir (default ~/.cache/m3rt/bench/<preset>).
-    The first backend is the baseline of every speedup (its p50 / the backend's p50).
-    reps: timed calls per backend and grid or sweep point, each backend's calls back to back after a warm-up;
-    time_budget_s stops a backend's calls at a point early (after at least one); rows record the calls made.
-    threads: torch and onnxruntime intra-op threads; 0 leaves each library's default.
+    The keywords are BenchOptions' fields (or pass one BenchOptions). preset: "tiny" (a few-MB TEST model,
+    seconds; the default without `model`) or "bge-m3-random" (the real bge-m3 shape with random weights,
+    ~2.3 GB). model: a local BAAI/bge-m3-layout directory instead. Models and artifacts are cached in work_dir
+    (default ~/.cache/m3rt/bench/<preset>). The first backend is the baseline of every speedup (its p50 / the
+    backend's p50). reps: timed calls per backend and grid or sweep point, each backend's calls back to back
+    after a warm-up; time_budget_s stops a backend's calls at a point early (after at least one); rows record
+    the calls made. threads: torch and onnxruntime intra-op threads; 0 leaves each library's default.
     Returns the dict written to <name>.json and prints the markdown summary on stdout.
     """
-    backends = check_names(backends)
-    if model is None:
-        preset = preset or "tiny"
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)} (or pass model=DIR)")
-    elif preset is not None:
-        raise ValueError("give a preset or a model directory, not both")
-    batch_sizes = _positive_ints(batch_sizes, "batch_sizes")
-    seq_lengths = _positive_ints(seq_lengths, "seq_lengths", minimum=2)
-    sweep_lengths = _positive_ints(sweep_lengths, "sweep_lengths", minimum=2)
-    for value, what, minimum in (
-        (corpus_size, "corpus_size", 1), (corpus_min_tokens, "corpus_min_tokens", 2),
-        (corpus_max_tokens, "corpus_max_tokens", 2), (corpus_batch_size, "corpus_batch_size", 1),
-        (reps, "reps", 1), (threads, "threads", 0), (seed, "seed", 0),
-    ):
-        _check_int(value, what, minimum)
-    if corpus_min_tokens > corpus_max_tokens:
-        raise ValueError(f"corpus_min_tokens ({corpus_min_tokens}) is above corpus_max_tokens ({corpus_max_tokens})")
-    if isinstance(time_budget_s, bool) or not isinstance(time_budget_s, (int, float)) or not time_budget_s > 0:
-        raise ValueError(f"time_budget_s must be a positive number of seconds, got {time_budget_s!r}")
-    label = preset if model is None else Path(model).expanduser().resolve().name
-    name = name or f"cpu-{label}"
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"name {name!r} must be a plain file name (no folders)")
+    if options is not None and keywords:
+        raise TypeError("give a BenchOptions or keywords, not both")
+    o = options or BenchOptions(**keywords)
+    preset, model, out, work_dir, backends = o.preset if o.model is None else None, o.model, o.out, o.work_dir, o.backends
+    batch_sizes, seq_lengths, sweep_lengths = list(o.batch_sizes), list(o.seq_lengths), list(o.sweep_lengths)
+    corpus_size, corpus_min_tokens, corpus_max_tokens = o.corpus_size, o.corpus_min_tokens, o.corpus_max_tokens
+    corpus_batch_size, reps, time_budget_s, threads, seed, name = (o.corpus_batch_size, o.reps, o.time_budget_s,
+                                                                   o.threads, o.seed, o.name)
     check_installed(backends)
     if importlib.util.find_spec("matplotlib") is None:
         raise ImportError("m3rt bench needs matplotlib for the latency plot")
@@ -172,6 +138,7 @@ def run_bench(
     files["md"].write_text(text, encoding="utf-8")
     report.write_json(result, files["json"])
     print(text, end="")
+    log.info("results written to %s", ", ".join(str(p) for p in files.values()))
     return result
 
 
@@ -218,24 +185,3 @@ def _notes(preset: str | None, backends: tuple[str, ...]) -> list[str]:
     if preset is not None:
         notes.append(f"{preset}: a TEST model with random weights; its timings are real, its outputs meaningless")
     return notes
-
-
-def _check_int(value, what: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
-
-
-def _positive_ints(values, what: str, minimum: int = 1) -> list[int]:
-    if isinstance(values, (int, str)):
-        values = [values] if isinstance(values, int) else [v for v in values.split(",") if v.strip()]
-    try:
-        values = [int(v) if isinstance(v, str) else v for v in values]
-    except ValueError:
-        raise ValueError(f"{what} must be integers, got {values!r}") from None
-    if not values:
-        raise ValueError(f"{what} is empty")
-    for v in values:
-        _check_int(v, what, minimum)
-    if len(set(values)) != len(values):
-        raise ValueError(f"{what} repeats a value: {values}")
-    return [int(v) for v in values]
