@@ -151,16 +151,35 @@ def _doctor(args) -> None:
 
 
 def _demo(args) -> None:
+    import numpy as np
+
     from m3rt.demo import demo
 
-    demo(out=args.out)
+    d = demo(out=args.out)
+    np.set_printoptions(precision=4, suppress=True, linewidth=100)
+    print(f"artifact: {d['artifact']}  (tiny TEST model: random weights, meaningless embeddings)")
+    for i, row in enumerate(d["rows"]):
+        print(f"\n[{i}] {row['text']!r}")
+        print(f"  dense_vecs      shape {row['dense'].shape}, norm {np.linalg.norm(row['dense']):.4f}, "
+              f"first {row['dense'][:6]}")
+        print(f"  lexical_weights {row['n_tokens']} tokens, top {row['top_tokens']}")
+        print(f"  colbert_vecs    shape {row['colbert'].shape}")
+    print("\ncompute_score(q, p) for", d["pairs"], {k: [round(v, 4) for v in vals] for k, vals in d["scores"].items()})
 
 
 def _bench(args) -> None:
     from m3rt.bench import run_bench
     from m3rt.bench.options import from_arguments
 
-    run_bench(**from_arguments(args))
+    from m3rt.progress import Progress
+
+    progress = Progress(None, "bench")
+    result = run_bench(progress=progress, **from_arguments(args))
+    progress.close()
+    from pathlib import Path
+
+    print(Path(result["files"]["md"]).read_text(encoding="utf-8"), end="")
+    print("wrote " + ", ".join(result["files"].values()), file=sys.stderr)
 
 
 def _tiny_model(args) -> None:

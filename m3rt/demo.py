@@ -8,8 +8,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-
 log = logging.getLogger("m3rt.demo")
 
 DEMO_TEXTS = [
@@ -20,7 +18,8 @@ DEMO_TEXTS = [
 
 
 def demo(out: str | Path = "m3rt-demo", texts: list[str] | None = None) -> dict:
-    """Build + export the tiny model under `out`, encode `texts`, print a summary and return the outputs."""
+    """Build + export the tiny model under `out`, encode `texts`, and return what `m3rt demo` prints: the
+    artifact, per text its three outputs (and top lexical tokens), and compute_score on two pairs."""
     from m3rt import M3Runtime
     from m3rt.export import export
     from m3rt.testing.tiny_model import build_tiny_model
@@ -30,17 +29,14 @@ def demo(out: str | Path = "m3rt-demo", texts: list[str] | None = None) -> dict:
     log.info("building the tiny TEST model (random weights) in %s", out / "tiny-model")
     model_dir = build_tiny_model(out / "tiny-model")
     artifact = export(model_dir, out / "tiny-artifact", overwrite=True)
-    rt = M3Runtime(artifact)
-    result = rt.encode(texts, return_dense=True, return_sparse=True, return_colbert_vecs=True)
-    np.set_printoptions(precision=4, suppress=True, linewidth=100)
-    print(f"artifact: {artifact}  (tiny TEST model: random weights, meaningless embeddings)")
-    for i, text in enumerate(texts):
-        dense, lexical, colbert = result["dense_vecs"][i], result["lexical_weights"][i], result["colbert_vecs"][i]
-        top = sorted(rt.convert_id_to_token(lexical).items(), key=lambda kv: -kv[1])[:5]
-        print(f"\n[{i}] {text!r}")
-        print(f"  dense_vecs      shape {dense.shape}, norm {np.linalg.norm(dense):.4f}, first {dense[:6]}")
-        print(f"  lexical_weights {len(lexical)} tokens, top {[(t, round(float(w), 4)) for t, w in top]}")
-        print(f"  colbert_vecs    shape {colbert.shape}")
-    scores = rt.compute_score([(texts[0], texts[1]), (texts[0], texts[2])])
-    print("\ncompute_score(q, p) for", [(0, 1), (0, 2)], {k: [round(v, 4) for v in vals] for k, vals in scores.items()})
-    return result
+    with M3Runtime(artifact) as rt:
+        result = rt.encode(texts, return_dense=True, return_sparse=True, return_colbert_vecs=True)
+        rows = []
+        for i, text in enumerate(texts):
+            lexical = result["lexical_weights"][i]
+            top = sorted(rt.convert_id_to_token(lexical).items(), key=lambda kv: -kv[1])[:5]
+            rows.append({"text": text, "dense": result["dense_vecs"][i], "n_tokens": len(lexical),
+                         "top_tokens": [(t, round(float(w), 4)) for t, w in top], "colbert": result["colbert_vecs"][i]})
+        pairs = [(0, 1), (0, 2)]
+        scores = rt.compute_score([(texts[a], texts[b]) for a, b in pairs])
+    return {"artifact": artifact, "rows": rows, "pairs": pairs, "scores": scores, "outputs": result}

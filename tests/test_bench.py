@@ -149,7 +149,9 @@ def test_cli_reuses_the_cached_artifacts(bench, capsys):
             "--sweep-lengths", "8,12", "--corpus-size", "3", "--corpus-max-tokens", "16", "--reps", "1",
             "--name", "cli"]
     assert main(args) == 0
-    assert "# m3rt CPU benchmark: cli" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "# m3rt CPU benchmark: cli" in printed.out
+    assert f"wrote {root / 'cli' / 'cli.json'}" in printed.err  # says where the results went
     assert manifest.stat().st_mtime_ns == before  # reused, not exported again
     result = json.loads((root / "cli" / "cli.json").read_text())
     assert result["baseline"] == "m3rt-fp32"  # the first backend named is the baseline

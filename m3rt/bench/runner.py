@@ -16,12 +16,23 @@ from m3rt.bench.options import BenchOptions
 from m3rt.bench.stages import stage_split
 from m3rt.bench.texts import ExactLengthTexts
 from m3rt.bench.timing import measure_corpus, measure_point
-from m3rt.progress import Progress
 
 log = logging.getLogger("m3rt.bench")
 
 
-def run_bench(options: BenchOptions | None = None, **keywords) -> dict:
+class _Counter:
+    """measure_* report each call with update(n); the caller's callback gets (done, total)."""
+
+    def __init__(self, total: int, callback):
+        self.total, self.done, self.callback = total, 0, callback
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+def run_bench(options: BenchOptions | None = None, *, progress=None, **keywords) -> dict:
     """Time FlagEmbedding and m3rt's CPU backends on the same inputs; write <out>/<name>.{json,md,png}.
 
     The keywords are BenchOptions' fields (or pass one BenchOptions). preset: "tiny" (a few-MB TEST model,
@@ -31,7 +42,8 @@ def run_bench(options: BenchOptions | None = None, **keywords) -> dict:
     backend's p50). reps: timed calls per backend and grid or sweep point, each backend's calls back to back
     after a warm-up; time_budget_s stops a backend's calls at a point early (after at least one); rows record
     the calls made. threads: torch and onnxruntime intra-op threads; 0 leaves each library's default.
-    Returns the dict written to <name>.json and prints the markdown summary on stdout.
+    progress: called as progress(calls done, calls in all). Returns the dict written to <name>.json; the
+    markdown summary is <name>.md (result["files"]["md"]).
     """
     if options is not None and keywords:
         raise TypeError("give a BenchOptions or keywords, not both")
@@ -74,24 +86,24 @@ def run_bench(options: BenchOptions | None = None, **keywords) -> dict:
     m3rt_runners = [r for r in runners if r.name in M3RT_PRECISION]
     per_point = len(runners) * (1 + reps)
     total = per_point * (len(grid_texts) + len(sweep_texts)) + 2 * len(runners) + len(m3rt_runners)
-    progress = Progress(total, "bench")
+    counter = _Counter(total, progress)
 
     # Which backend goes first rotates from point to point: none always runs on a cold or a warm machine.
     turn = iter(range(len(grid_texts) + len(sweep_texts)))
     latency = []
     for (b, n), texts in grid_texts.items():
         latency += _rows(measure_point(_rotated(runners, next(turn)), texts, b, n, reps, time_budget_s, hidden,
-                                       progress), {"batch_size": b, "seq_length": n}, backends)
+                                       counter), {"batch_size": b, "seq_length": n}, backends)
     sweep = [{**r, "from_grid": True} for r in latency if r["batch_size"] == 1 and r["seq_length"] in sweep_lengths]
     for n, texts in sweep_texts.items():
         sweep += [{**r, "from_grid": False} for r in _rows(
-            measure_point(_rotated(runners, next(turn)), texts, 1, n, reps, time_budget_s, hidden, progress),
+            measure_point(_rotated(runners, next(turn)), texts, 1, n, reps, time_budget_s, hidden, counter),
             {"batch_size": 1, "seq_length": n}, backends)]
     sweep.sort(key=lambda r: (r["seq_length"], backends.index(r["backend"])))
 
     # max_length = corpus_max_tokens: no text is longer, so nothing is truncated.
     corpus = measure_corpus(runners, corpus_texts, corpus_lengths, corpus_batch_size, corpus_max_tokens, hidden,
-                            progress)
+                            counter)
     base = corpus[backends[0]]["seconds"]
     corpus_rows = [{"backend": b, "batch_size": corpus_batch_size, "max_length": corpus_max_tokens, **corpus[b],
                     "speedup_vs_baseline": base / corpus[b]["seconds"]} for b in backends]
@@ -100,8 +112,7 @@ def run_bench(options: BenchOptions | None = None, **keywords) -> dict:
         split = stage_split(r.runtime, corpus_texts, corpus_batch_size, corpus_max_tokens)
         stages.append({"backend": r.name, **split, "encode_s": corpus[r.name]["seconds"]})
         cold.append({"backend": r.name, **cold_start.measure(artifacts[r.name])})
-        progress.update(1)
-    progress.close()
+        counter.update(1)
 
     result = {
         "name": name,
@@ -137,8 +148,6 @@ def run_bench(options: BenchOptions | None = None, **keywords) -> dict:
     report.plot_sweep(result, files["png"])
     files["md"].write_text(text, encoding="utf-8")
     report.write_json(result, files["json"])
-    print(text, end="")
-    log.info("results written to %s", ", ".join(str(p) for p in files.values()))
     return result
 
 
