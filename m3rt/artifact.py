@@ -217,9 +217,14 @@ def read_manifest(root: str | Path, verify: bool | str = True) -> Manifest:
         raise ValueError(f"verify must be one of {', '.join(VERIFY_MODES)} (or a bool), got {verify!r}")
     root = Path(root)
     if not root.is_dir():
-        raise ArtifactError(f"artifact directory not found: {root}")
+        hint = (f"; to export a hub model and load it, use M3Runtime.from_pretrained({str(root)!r})"
+                if "/" in str(root) and not root.exists() and not str(root).startswith((".", "/", "~")) else "")
+        raise ArtifactError(f"artifact directory not found: {root}{hint}")
     path = root / MANIFEST
     if not path.is_file():
+        if (root / "config.json").is_file():
+            raise ArtifactError(f"{root}: a model directory, not an m3rt artifact; export it with `m3rt export "
+                                f"{root} --out ARTIFACT`, or load it with M3Runtime.from_pretrained({str(root)!r})")
         raise ArtifactError(f"{path}: missing (not an m3rt artifact? create one with `m3rt export`)")
     try:
         data = json.loads(path.read_text())

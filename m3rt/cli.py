@@ -31,60 +31,27 @@ def _build_engine(args) -> None:
                        timing_cache=args.timing_cache))
 
 
-def _read_texts(args) -> list[str]:
-    if args.texts and args.input:
-        raise ValueError("give texts as arguments or --input, not both")
-    if args.texts:
-        return list(args.texts)
-    stream = sys.stdin if args.input in (None, "-") else open(args.input, encoding="utf-8")
-    name = "<stdin>" if stream is sys.stdin else args.input
-    if stream is sys.stdin and sys.stdin.isatty():
-        raise ValueError("no texts: pass them as arguments, --input FILE, or pipe them on stdin")
-    jsonl = args.jsonl or (name.endswith(".jsonl"))
-    texts = []
-    with stream:
-        for n, line in enumerate(stream, 1):
-            line = line.rstrip("\n")
-            if not jsonl:
-                texts.append(line)
-                continue
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{name}:{n}: not valid JSON ({e.msg})") from None
-            if isinstance(item, dict):
-                item = item.get(args.field)
-            if not isinstance(item, str):
-                raise ValueError(f"{name}:{n}: expected a JSON string or an object with a string {args.field!r} field")
-            texts.append(item)
-    return texts
-
-
 def _encode(args) -> None:
-    from m3rt import M3Runtime
-
-    texts = _read_texts(args)
-    dense = args.dense or not (args.sparse or args.colbert)
+    from m3rt.encode_files import count_items, encode_files
     from m3rt.progress import Progress
 
-    progress = Progress(len(texts), "encoding")
-    rt = M3Runtime(args.artifact, backend=args.backend, progress=progress)
-    result = rt.encode(texts, batch_size=args.batch_size, max_length=args.max_length, return_dense=dense,
-                       return_sparse=args.sparse, return_colbert_vecs=args.colbert)
+    total = len(args.texts) if args.texts else count_items(args.input, jsonl=args.jsonl)
+    progress = Progress(total, "encoding", enabled=not args.quiet, unit="texts")
+    stats = encode_files(args.artifact, args.texts or None, input=args.input, output=args.output,
+                         format=args.format, dense=args.dense, sparse=args.sparse, colbert=args.colbert,
+                         sparse_tokens=args.sparse_tokens, batch_size=args.batch_size, max_length=args.max_length,
+                         backend=args.backend, precision_digits=args.precision_digits, resume=args.resume,
+                         chunk_size=args.chunk_size, jsonl=args.jsonl, field=args.field, id_field=args.id_field,
+                         encoding=args.encoding, progress=progress)
     progress.close()
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    with out if args.output else contextlib.nullcontext(out):
-        for i in range(len(texts)):
-            row: dict = {"index": i}
-            if dense:
-                row["dense_vecs"] = result["dense_vecs"][i].tolist()
-            if args.sparse:
-                row["lexical_weights"] = {k: float(v) for k, v in result["lexical_weights"][i].items()}
-            if args.colbert:
-                row["colbert_vecs"] = result["colbert_vecs"][i].tolist()
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    if not args.quiet:
+        where = args.output or "stdout"
+        said = f"{stats['texts']} texts encoded to {where}"
+        if stats["skipped"]:
+            said += f" (resumed after {stats['skipped']} already there)"
+        if not stats["texts"] and not stats["skipped"]:
+            said = "no texts in the input; nothing encoded"
+        print(f"m3rt: {said}", file=sys.stderr)
 
 
 def _verify(args) -> None:
@@ -189,8 +156,28 @@ def _tiny_model(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="m3rt", description="Fast, faithful BGE-M3 inference.")
-    sub = p.add_subparsers(dest="command", required=True)
+    from m3rt import __version__
+
+    def verbosity(default):  # before or after the subcommand; a subcommand's default must not reset the other
+        common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        common.add_argument("-q", "--quiet", action="store_true", default=default,
+                            help="errors only: no progress, no log lines")
+        common.add_argument("-v", "--verbose", action="store_true", default=default,
+                            help="debug log lines too (which backends were skipped, and why)")
+        return common
+
+    common = verbosity(argparse.SUPPRESS)
+    p = argparse.ArgumentParser(prog="m3rt", description="Fast, faithful BGE-M3 inference.", allow_abbrev=False,
+                                parents=[verbosity(False)])
+    p.add_argument("--version", action="version", version=f"m3rt {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add = sub.add_parser
+
+    def add_parser(name, **kwargs):  # every subcommand: exact option names, -q / -v, its own usage on errors
+        kwargs.setdefault("allow_abbrev", False)
+        return _add(name, parents=[common], **kwargs)
+
+    sub.add_parser = add_parser
 
     e = sub.add_parser("export", help="export a BGE-M3 model directory (or hub id) to an ONNX artifact")
     e.add_argument("source", help="local directory in the BAAI/bge-m3 layout, or a hub id")
@@ -202,39 +189,54 @@ def build_parser() -> argparse.ArgumentParser:
                         "for TensorRT")
     e.add_argument("--no-enforce-fidelity", action="store_true",
                    help="record int8 fidelity failures instead of failing (random-weight benchmark models only)")
-    e.add_argument("--opset", type=int, default=17)
+    e.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17, the lowest supported)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing artifact in --out")
     e.set_defaults(func=_export)
 
     g = sub.add_parser("build-engine", help="build a TensorRT engine (FP16) inside an artifact exported with "
                                             "--precision fp16 --attention standard; needs tensorrt and a GPU")
-    g.add_argument("artifact")
+    g.add_argument("artifact", help="artifact directory (fp16, --attention standard)")
     g.add_argument("--max-batch-tokens", type=int, default=16384, help="largest rows x tokens per batch")
     g.add_argument("--batch-size", type=int, default=256, help="largest rows per batch")
     g.add_argument("--timing-cache", default=None, help="TensorRT timing cache to reuse (default: in the artifact)")
     g.set_defaults(func=_build_engine)
 
-    c = sub.add_parser("encode", help="encode texts with an artifact; JSONL out, one line per text")
-    c.add_argument("artifact")
+    c = sub.add_parser("encode", help="encode texts with an artifact, streaming: JSONL (or npy, parquet) out, "
+                                      "one row per text, written as each chunk is done")
+    c.add_argument("artifact", help="artifact directory (from m3rt export)")
     c.add_argument("texts", nargs="*", help="texts to encode (else --input or stdin)")
-    c.add_argument("--input", help="file of texts, one per line ('-' for stdin); .jsonl is read as JSONL")
+    c.add_argument("--input", help="file of texts, one per line ('-' for stdin); .jsonl read as JSONL, .json as a "
+                                   "JSON array")
     c.add_argument("--jsonl", action="store_true", help="input lines are JSON strings or objects")
-    c.add_argument("--field", default="text", help="text field of JSONL objects (default: text)")
+    c.add_argument("--field", default="text", help="text field of JSON objects (default: text)")
+    c.add_argument("--id-field", default="id", help="id field of JSON objects, carried to every output row "
+                                                    "(default: id)")
+    c.add_argument("--encoding", default="utf-8", help="encoding of the input (default: utf-8; a BOM is dropped)")
     c.add_argument("--dense", action="store_true", help="output dense_vecs (the default when none is chosen)")
-    c.add_argument("--sparse", action="store_true", help="output lexical_weights")
+    c.add_argument("--sparse", action="store_true", help="output lexical_weights (token id: weight)")
+    c.add_argument("--sparse-tokens", action="store_true", help="with --sparse: also lexical_tokens (token text: "
+                                                                "weight)")
     c.add_argument("--colbert", action="store_true", help="output colbert_vecs")
-    c.add_argument("--batch-size", type=int, default=256)
-    c.add_argument("--max-length", type=int, default=512)
-    c.add_argument("--backend", default="auto")
-    c.add_argument("--output", help="write JSONL here instead of stdout")
+    c.add_argument("--batch-size", type=int, default=256, help="texts per engine call at most (default: 256)")
+    c.add_argument("--max-length", type=int, default=None,
+                   help="tokens per text; longer texts are cut and counted (default: 512, or the model's limit)")
+    c.add_argument("--chunk-size", type=int, default=1024, help="texts held and written at a time (default: 1024)")
+    c.add_argument("--backend", default="auto", help="auto (default), cpu, cuda, onnxruntime-tensorrt, tensorrt")
+    c.add_argument("--output", help="write here instead of stdout (needed for npy and parquet)")
+    c.add_argument("--format", default="jsonl", choices=["jsonl", "npy", "parquet"],
+                   help="jsonl (default); npy: dense vectors float32 [n, H]; parquet: every output (pyarrow)")
+    c.add_argument("--precision-digits", type=int, default=9,
+                   help="significant digits of JSONL floats (default: 9, every float32 exactly)")
+    c.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: keep the --output file's complete rows, skip those texts")
     c.set_defaults(func=_encode)
 
     v = sub.add_parser("verify", help="re-hash every file of an artifact against its manifest")
-    v.add_argument("artifact")
+    v.add_argument("artifact", help="artifact directory")
     v.set_defaults(func=_verify)
 
     i = sub.add_parser("info", help="summarise an artifact's manifest")
-    i.add_argument("artifact")
+    i.add_argument("artifact", help="artifact directory")
     i.add_argument("--no-verify", action="store_true", help="skip the sha256 check of every file")
     i.set_defaults(func=_info)
 
@@ -253,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_bench)
 
     t = sub.add_parser("tiny-model", help="write the tiny BGE-M3-shaped TEST model (random weights)")
-    t.add_argument("out")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("out", help="directory to write the model to")
+    t.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
     t.set_defaults(func=_tiny_model)
     return p
 
@@ -268,12 +270,33 @@ def _terminate(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the subcommand's own usage, not the top level's
+        parser._subparsers._group_actions[0].choices[args.command].error(
+            f"unrecognized arguments: {' '.join(extra)}")
     if threading_is_main():
         signal.signal(signal.SIGTERM, _terminate)
-    logging.basicConfig(level=logging.INFO, format="m3rt: %(message)s", stream=sys.stderr)
+    level = logging.ERROR if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     for noisy in ("transformers", "torch", "onnxruntime"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # m3rt's log lines on stderr for this command only: nothing is left configured when main() returns.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("m3rt: %(message)s"))
+    logger = logging.getLogger("m3rt")
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    try:
+        return _run(args)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+def _run(args) -> int:
     try:
         args.func(args)
     except KeyboardInterrupt:

@@ -12,8 +12,10 @@ import time
 
 
 class Progress:
-    def __init__(self, total: int | None, desc: str, enabled: bool = True, delay: float = 2.0, stream=None):
+    def __init__(self, total: int | None, desc: str, enabled: bool = True, delay: float = 2.0, stream=None,
+                 unit: str = ""):
         self.total, self.desc, self.enabled, self.delay = total, desc, enabled, delay
+        self.unit = f" {unit}" if unit else ""
         self.stream = stream or sys.stderr
         self.done = 0
         self.start = time.perf_counter()
@@ -46,9 +48,9 @@ class Progress:
             filled = int(width * min(self.done, self.total) / self.total)
             eta = f" ETA {(self.total - self.done) / rate:.0f}s" if rate > 0 and self.done < self.total else ""
             line = (f"{self.desc} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
-                    f"{rate:.1f}/s {elapsed:.0f}s{eta}")
+                    f"{rate:.1f}{self.unit}/s {elapsed:.0f}s{eta}")
         else:
-            line = f"{self.desc} {self.done} {rate:.1f}/s {elapsed:.0f}s"
+            line = f"{self.desc} {self.done}{self.unit} {rate:.1f}{self.unit}/s {elapsed:.0f}s"
         self.stream.write(("\r" + line) if self._tty else (line + "\n"))
         self.stream.flush()
         self._drawn = True

@@ -22,6 +22,8 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "onnxruntime-cpu": ("m3rt.runtime.ort_cpu", "OrtCpuEngine"),
 }
 ALIASES = {"cpu": "onnxruntime-cpu", "cuda": "onnxruntime-cuda", "trt": "tensorrt"}
+# "auto-gpu" (what devices="cuda:N" asks for): "auto" among these only.
+GPU_BACKENDS = ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda")
 
 
 def engine_class(name: str) -> type[Engine]:
@@ -38,18 +40,19 @@ def why_not(name: str, manifest: Manifest | None = None) -> str | None:
 def create_engine(name: str, manifest: Manifest, config) -> Engine:
     """The named backend's engine, opened; "auto": the first backend that can run the artifact here."""
     name = ALIASES.get(name, name)
-    if name == "auto":
+    if name in ("auto", "auto-gpu"):
         reasons = []
-        for candidate in BACKENDS:
+        for candidate in (BACKENDS if name == "auto" else GPU_BACKENDS):
             why = why_not(candidate, manifest)
             if why is None:
                 log.info("backend auto: using %s", candidate)
                 return engine_class(candidate)(manifest, config).open()
             log.debug("backend auto: skipped %s: %s", candidate, why)
             reasons.append(f"{candidate}: {why}")
-        raise BackendError("no backend can run here: " + "; ".join(reasons))
+        what = "backend" if name == "auto" else "GPU backend (devices asks for a GPU)"
+        raise BackendError(f"no {what} can run here: " + "; ".join(reasons))
     if name not in BACKENDS:
-        raise BackendError(f"unknown backend {name!r}; known: auto, {', '.join(BACKENDS)}")
+        raise BackendError(f"unknown backend {name!r}; known: auto, auto-gpu, {', '.join(BACKENDS)}")
     why = why_not(name, manifest)
     if why is not None:
         raise BackendError(f"backend {name} cannot start: {why}")

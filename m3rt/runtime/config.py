@@ -53,6 +53,8 @@ class RuntimeConfig:
     return_dense: bool = True
     return_sparse: bool = False
     return_colbert_vecs: bool = False
+    # Dense and ColBERT vectors cut to their first truncate_dim dimensions and re-normalised, as upstream.
+    truncate_dim: int | None = None
     query_instruction_for_retrieval: str | None = None
     query_instruction_format: str = "{}{}"
     backend_options: BackendOptions = field(default_factory=BackendOptions)
@@ -71,7 +73,8 @@ class RuntimeConfig:
     check_cpu_class: bool = True
 
     def __post_init__(self):
-        for name in ("batch_size", "max_batch_tokens", "query_max_length", "passage_max_length", "chunk_size"):
+        for name in ("batch_size", "max_batch_tokens", "query_max_length", "passage_max_length", "chunk_size",
+                     "truncate_dim"):
             value = getattr(self, name)
             if value is None and name != "batch_size":
                 continue

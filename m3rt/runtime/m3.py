@@ -23,6 +23,8 @@ from m3rt.runtime.encoded import Encoded
 from m3rt.runtime.pipeline import Pipeline, Plan, Tokenized
 from m3rt.runtime.config import DEFAULT_MAX_LENGTH, RuntimeConfig, as_int
 from m3rt.runtime.cpu_check import check_int8_on_this_cpu
+from m3rt.runtime.drop_in import check as check_drop_in
+from m3rt.runtime.drop_in import split as split_drop_in
 from m3rt.runtime.tokenize import TextTokenizer
 
 log = logging.getLogger("m3rt.runtime")
@@ -36,6 +38,9 @@ class M3Runtime:
     """
 
     def __init__(self, artifact: str | Path, config: RuntimeConfig | None = None, **options):
+        """`options`: RuntimeConfig's and BackendOptions' fields, and every BGEM3FlagModel argument
+        (runtime/drop_in.py says what each does here)."""
+        options, drop_in = split_drop_in(options)
         self.config = (config or RuntimeConfig()).with_overrides(**options)
         self.manifest = read_manifest(artifact, verify=self.config.verify_checksums)
         default = min(DEFAULT_MAX_LENGTH, self.manifest.max_length)
@@ -48,6 +53,7 @@ class M3Runtime:
         self._watched = self.manifest.graph_files
         self.engine = create_engine(self.config.backend, self.manifest, self.config)
         try:
+            check_drop_in(drop_in, self.manifest, self.engine.name)
             # The metrics re-measured here, for an int8 artifact exported on another CPU class.
             self.cpu_check = check_int8_on_this_cpu(self.manifest, self.engine) if self.config.check_cpu_class else None
         except BaseException:
@@ -56,7 +62,19 @@ class M3Runtime:
         self.batch_tokens = self.config.max_batch_tokens or self.engine.preferred_batch_tokens
         dims = self.manifest.dims
         self.pipeline = Pipeline(self.tokenizer, self.engine, pad_id=self.manifest.pad_id,
-                                 skip_ids=self.manifest.sparse_skip_ids, hidden=dims.hidden, colbert_dim=dims.colbert)
+                                 skip_ids=self.manifest.sparse_skip_ids, hidden=dims.hidden, colbert_dim=dims.colbert,
+                                 truncate_dim=self.config.truncate_dim)
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str | Path, *, precision: str = "fp32", attention: str = "fused",
+                        cache_dir: str | Path | None = None, **options) -> "M3Runtime":
+        """A model directory in the BAAI/bge-m3 layout, or a hub id, exported once into m3rt's cache (default
+        ~/.cache/m3rt/artifacts; see m3rt/pretrained.py) and loaded from there; `options` as for M3Runtime.
+        Needs the `export` extra when the artifact is not cached yet."""
+        from m3rt.pretrained import cached_artifact  # lazily: loading an artifact never imports the exporter
+
+        return cls(cached_artifact(model_name_or_path, precision=precision, attention=attention,
+                                   cache_dir=cache_dir), **options)
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:

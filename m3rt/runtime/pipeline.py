@@ -41,10 +41,15 @@ class Plan:
 
 
 class Pipeline:
-    def __init__(self, tokenizer, engine, *, pad_id: int, skip_ids: tuple[int, ...], hidden: int, colbert_dim: int):
+    def __init__(self, tokenizer, engine, *, pad_id: int, skip_ids: tuple[int, ...], hidden: int, colbert_dim: int,
+                 truncate_dim: int | None = None):
         self.tokenizer, self.engine = tokenizer, engine
         self.pad_id, self.skip_ids = pad_id, skip_ids
-        self.hidden, self.colbert_dim = hidden, colbert_dim
+        # truncate_dim: vectors cut, then re-normalised (the graph's outputs are unit vectors; upstream cuts
+        # before normalising, which gives the same unit vectors).
+        self.cut = truncate_dim
+        self.hidden = min(hidden, truncate_dim or hidden)
+        self.colbert_dim = min(colbert_dim, truncate_dim or colbert_dim)
 
     def tokenize(self, texts: list[str], start: int, max_length: int) -> Tokenized:
         t = time.perf_counter()
@@ -75,20 +80,25 @@ class Pipeline:
             raw = self.engine.run(ids, mask, names)
             t2 = clock()
             if dense is not None:
-                dense[idx] = heads.dense_rows(raw["dense_vecs"])
+                dense[idx] = heads.dense_rows(raw["dense_vecs"])[:, : self.hidden]
             if "sparse" in want:
                 for i, row in zip(idx, heads.lexical_rows(raw["sparse_weights"], ids, lengths[idx], self.skip_ids)):
                     lexical[i] = row
             if "colbert" in want:
                 out = raw["colbert_vecs"]
                 for b, i in enumerate(idx):
-                    vectors[offsets[i]:offsets[i + 1]] = out[b, : offsets[i + 1] - offsets[i]]
+                    vectors[offsets[i]:offsets[i + 1]] = out[b, : offsets[i + 1] - offsets[i], : self.colbert_dim]
             seconds["plan"] += t1 - t0
             seconds["engine"] += t2 - t1
             seconds["heads"] += clock() - t2
             if progress is not None:
                 progress(len(idx))
         t = clock()
+        if self.cut is not None:
+            if dense is not None:
+                _renormalise(dense)
+            if "colbert" in want:
+                _renormalise(vectors)
         sparse = _csr(lexical) if "sparse" in want else None
         colbert = PackedVectors(vectors, offsets) if "colbert" in want else None
         seconds["heads"] += clock() - t
@@ -103,3 +113,10 @@ def _csr(rows: list[tuple[np.ndarray, np.ndarray]]) -> SparseRows:
         return SparseRows(indptr, np.zeros(0, np.int64), np.zeros(0, np.float32))
     return SparseRows(indptr, np.concatenate([ids for ids, _ in rows]).astype(np.int64, copy=False),
                       np.concatenate([w for _, w in rows]).astype(np.float32, copy=False))
+
+
+def _renormalise(rows: np.ndarray) -> None:
+    """In place, as torch's F.normalize: x / max(||x||, 1e-12)."""
+    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+    np.maximum(norms, 1e-12, out=norms)
+    rows /= norms
