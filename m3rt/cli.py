@@ -76,7 +76,8 @@ def _info(args) -> None:
           + (f" + {m['external_data']}" if m.get("external_data") else ""))
     print(f"dims          hidden {dims['hidden']}, colbert {dims['colbert']}, vocab {dims['vocab']}, "
           f"layers {dims.get('layers')}")
-    print(f"max_length    {m['max_length']} tokens")
+    print(f"max_length    {m['max_length']} tokens (encode cuts at 512 by default, as FlagEmbedding; "
+          "--max-length / max_length up to this)")
     print(f"special ids   {m['special_ids']}  (sparse skips {m['sparse_skip_ids']})")
     for name, v in (m["validation"].get("outputs") or {}).items():
         v = v if isinstance(v, dict) else {}

@@ -12,12 +12,7 @@ from m3rt.testing.tiny_model import CORPUS
 ALL = dict(return_dense=True, return_sparse=True, return_colbert_vecs=True)
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+from m3rt.bench.long_input import rss_mb  # noqa: E402 - VmRSS of this process, MB
 
 
 def mixed_texts(n: int, seed: int, max_words: int = 300) -> list[str]:

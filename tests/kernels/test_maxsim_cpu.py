@@ -300,9 +300,7 @@ def test_other_errors(rng, vectors):
 def test_fork_after_threaded_use(rng, vectors, packed, ref_many, check):
     """A forked child (multiprocessing with fork, gunicorn --preload, Ray) has none of the parent's threads:
     the thread pool is rebuilt there instead of waiting forever on workers that do not exist."""
-    import os
-    import pickle
-    import time
+    from forking import in_forked_child
 
     docs, d_off = packed(rng, [300, 5, 0, 600, 40], 64)
     query = vectors(rng, 8, 64)
@@ -312,21 +310,5 @@ def test_fork_after_threaded_use(rng, vectors, packed, ref_many, check):
     if not maxsim_cpu._blas_controller():
         pytest.skip("threadpoolctl missing: MaxSim runs serial, there is no pool to fork")
     assert maxsim_cpu._pool is not None  # the parent's pool exists, its threads will not in the child
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: one threaded call, its result back through the pipe
-        try:
-            out = maxsim_cpu.maxsim_many_cpu(query, q_off, docs, d_off, threads=2, block_bytes=1)
-            os.write(write, pickle.dumps(out))
-        finally:
-            os._exit(0)
-    os.close(write)
-    deadline = time.monotonic() + 60
-    while os.waitpid(pid, os.WNOHANG) == (0, 0):
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("MaxSim in a forked child hung (the parent's thread pool was reused)")
-        time.sleep(0.05)
-    with os.fdopen(read, "rb") as f:
-        check(pickle.loads(f.read()), ref, 1e-5)
+    out = in_forked_child(lambda: maxsim_cpu.maxsim_many_cpu(query, q_off, docs, d_off, threads=2, block_bytes=1))
+    check(out, ref, 1e-5)

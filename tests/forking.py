@@ -1,0 +1,32 @@
+"""Run a function in a forked child with a deadline: for the fork-safety tests."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+
+import pytest
+
+
+def in_forked_child(fn, timeout: float = 60):
+    """fn() run in a forked child; its pickled result, or a failure when the child hangs or dies."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, pickle.dumps(fn()))
+        finally:
+            os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + timeout
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        time.sleep(0.05)
+    with os.fdopen(read, "rb") as f:
+        data = f.read()
+    assert data, "the forked child died without a result"
+    return pickle.loads(data)
