@@ -54,6 +54,15 @@ def _encode(args) -> None:
         print(f"m3rt: {said}", file=sys.stderr)
 
 
+def _serve(args) -> None:
+    from m3rt.serve import serve
+
+    serve(args.artifact, host=args.host, port=args.port, backend=args.backend, max_batch_tokens=args.max_batch_tokens,
+          max_wait_ms=args.max_wait_ms, max_batch_texts=args.max_batch_texts, max_queue=args.max_queue,
+          workers=args.workers, max_texts_per_request=args.max_texts_per_request,
+          max_body_bytes=args.max_body_bytes, log_level="error" if args.quiet else "info")
+
+
 def _verify(args) -> None:
     from m3rt.artifact import verify_artifact
 
@@ -231,6 +240,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: keep the --output file's complete rows, skip those texts")
     c.set_defaults(func=_encode)
+
+    sv = sub.add_parser("serve", help="serve an artifact over HTTP: TEI, OpenAI and M3-native routes, dynamic "
+                                      "batching, /metrics (pip install 'm3rt[serve]')")
+    sv.add_argument("artifact", help="artifact directory")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    sv.add_argument("--backend", default="auto", help="auto (default), cpu, cuda, onnxruntime-tensorrt, tensorrt")
+    sv.add_argument("--max-batch-tokens", type=int, default=None,
+                    help="padded tokens per engine call (default: the backend's own)")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0,
+                    help="how long a request waits for others to share its runtime call (default: 5)")
+    sv.add_argument("--max-batch-texts", type=int, default=256, help="texts merged into one runtime call at most "
+                                                                    "(default: 256)")
+    sv.add_argument("--max-queue", type=int, default=4096,
+                    help="texts waiting at most; past it requests get 429 with Retry-After (default: 4096)")
+    sv.add_argument("--workers", type=int, default=1, help="threads running runtime calls (default: 1)")
+    sv.add_argument("--max-texts-per-request", type=int, default=1024, help="413 past it (default: 1024)")
+    sv.add_argument("--max-body-bytes", type=int, default=8 << 20, help="413 past it (default: 8 MiB)")
+    sv.set_defaults(func=_serve)
 
     v = sub.add_parser("verify", help="re-hash every file of an artifact against its manifest")
     v.add_argument("artifact", help="artifact directory")

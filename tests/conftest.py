@@ -22,13 +22,15 @@ if not Path("/dev/nvidia0").exists():
 
 
 # Test tiers (pytest -m TIER). runtime: numpy, onnxruntime and tokenizers only (the slim install; CI runs it
-# alone in its own environment too); kernels: Triton's kernels (its CPU interpreter without a GPU); export:
+# alone in its own environment too); kernels: Triton's kernels (its CPU interpreter without a GPU); serve: the
+# HTTP server on loopback (the serve extra); export:
 # builds models and exports them (torch, transformers, onnx); parity: against FlagEmbedding; gpu and slow as
 # marked. A test's tier follows from its file and the fixtures it asks for.
 EXPORT_FILES = {"test_atomic_export.py", "test_bench.py", "test_cli.py", "test_cpu.py", "test_export.py",
                 "test_fp16.py", "test_int8.py", "test_source_checks.py", "test_runtime_load.py"}
 PARITY_FILES = {"test_parity.py"}
 KERNEL_FILES = {"test_maxsim_triton.py"}
+SERVE_FILES = {"test_serve.py", "test_serve_fuzz.py"}
 EXPORT_FIXTURES = {"tiny_model_dir", "minilm_m3_dir", "minilm_artifacts"}
 
 
@@ -36,12 +38,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         name = item.path.name
         fixtures = set(getattr(item, "fixturenames", ()))
-        if any(item.get_closest_marker(m) for m in ("gpu", "slow", "export", "parity", "kernels")):
+        if any(item.get_closest_marker(m) for m in ("gpu", "slow", "export", "parity", "kernels", "serve")):
             continue  # marked by hand
         if name in PARITY_FILES or "flag_model" in fixtures:
             item.add_marker(pytest.mark.parity)
         elif name in KERNEL_FILES:
             item.add_marker(pytest.mark.kernels)
+        elif name in SERVE_FILES:
+            item.add_marker(pytest.mark.serve)
         elif name in EXPORT_FILES or fixtures & EXPORT_FIXTURES:
             item.add_marker(pytest.mark.export)
         else:

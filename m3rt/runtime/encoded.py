@@ -63,6 +63,20 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.lengths)
 
+    def rows(self, lo: int, hi: int) -> "Encoded":
+        """Texts lo..hi of this chunk (copies: a slice outlives the chunk), start counted from this chunk's."""
+        sparse = colbert = None
+        if self.sparse is not None:
+            a, b = self.sparse.indptr[lo], self.sparse.indptr[hi]
+            sparse = SparseRows(self.sparse.indptr[lo:hi + 1] - a, self.sparse.token_ids[a:b].copy(),
+                                self.sparse.weights[a:b].copy())
+        if self.colbert is not None:
+            a, b = self.colbert.offsets[lo], self.colbert.offsets[hi]
+            colbert = PackedVectors(self.colbert.vectors[a:b].copy(), self.colbert.offsets[lo:hi + 1] - a)
+        return Encoded(start=self.start + lo, lengths=self.lengths[lo:hi].copy(), truncated=self.truncated[lo:hi].copy(),
+                       dense=None if self.dense is None else self.dense[lo:hi].copy(), sparse=sparse, colbert=colbert,
+                       timings={})
+
     def as_flag_dict(self, single: bool = False) -> dict:
         """BGEM3FlagModel.encode's dict; `single`: the shapes of one text passed as a str."""
         dense = self.dense
