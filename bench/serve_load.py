@@ -69,6 +69,46 @@ def closed_loop(call, texts: list[str], concurrency: int, duration: float) -> di
             "p99_ms": float(np.percentile(lat, 99) * 1e3)}
 
 
+def peer_rows(args, texts: list[str], levels: list[int]) -> list[dict]:
+    """infinity-emb (torch, CPU) on the same weights, its OpenAI-style /embeddings route, same clients.
+    On the 2026-11-27 machine infinity-emb 0.0.78 logged "Uvicorn running" but never listened on its port;
+    this fails with its log's path after 300 s in that case."""
+    import os
+
+    import httpx
+
+    port = free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", DO_NOT_TRACK="1", INFINITY_ANONYMOUS_USAGE_STATS="0")
+    cmd = [args.infinity_python, "-m", "infinity_emb.cli", "v2", "--model-id", args.infinity_model, "--port",
+           str(port), "--engine", "torch", "--device", "cpu", "--batch-size", "32", "--no-bettertransformer"]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open("/tmp/infinity.log", "w"))
+    client = httpx.Client(timeout=300, limits=httpx.Limits(max_connections=max(levels) + 4))
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if client.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise RuntimeError("infinity did not start: see /tmp/infinity.log")
+        time.sleep(0.5)
+    url = f"http://127.0.0.1:{port}/embeddings"
+    model = Path(args.infinity_model).name
+    client.post(url, json={"input": texts[:8], "model": model})
+    rows = []
+    try:
+        for c in levels:
+            call = lambda t: client.post(url, json={"input": [t], "model": model}).status_code == 200  # noqa: E731
+            rows.append({"mode": "infinity-emb (torch fp32, dense)", **closed_loop(call, texts, c, args.duration)})
+            print(rows[-1], flush=True)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
+    return rows
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -82,6 +122,9 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument("--infinity-python", help="python of a virtual environment with infinity-emb[server,torch]: "
+                                              "the peer server, dense only, on --infinity-model")
+    ap.add_argument("--infinity-model", help="the model directory infinity serves (the artifact's source weights)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     import httpx
@@ -120,6 +163,9 @@ def main() -> None:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
 
+    if args.infinity_python:
+        rows += peer_rows(args, texts, levels)
+
     result = {**run_record(("m3rt", "onnxruntime", "fastapi", "uvicorn", "httpx", "numpy")),
               "artifact": args.artifact, "duration_s": args.duration, "max_wait_ms": args.max_wait_ms,
               "texts": {"count": len(texts), "tokens": "8-512, uniform"}, "rows": rows}
@@ -133,7 +179,7 @@ def main() -> None:
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     embedded = {r["concurrency"]: r["texts_per_s"] for r in rows if r["mode"] == "embedded"}
     for r in rows:
-        ratio = f"{r['texts_per_s'] / embedded[r['concurrency']]:.2f}" if r["mode"] == "serve" else ""
+        ratio = f"{r['texts_per_s'] / embedded[r['concurrency']]:.2f}" if r["mode"] != "embedded" else ""
         lines.append(f"| {r['mode']} | {r['concurrency']} | {r['texts_per_s']:.1f} | {r['p50_ms']:.0f} | "
                      f"{r['p99_ms']:.0f} | {r['p99_ms'] / r['p50_ms']:.1f} | {r['errors']} | {ratio} |")
     (args.out / "serve-load.md").write_text("\n".join(lines) + "\n")

@@ -5,7 +5,6 @@ JSON, SIGTERM drains and exits 0."""
 from __future__ import annotations
 
 import base64
-import json
 import signal
 import socket
 import subprocess

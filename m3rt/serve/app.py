@@ -12,7 +12,7 @@ import base64
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Literal, Optional, Union
+from typing import Literal, Union
 
 import numpy as np
 
