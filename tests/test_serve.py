@@ -194,3 +194,18 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tiny_artifact):
         t.join(60)
         assert proc.wait(timeout=60) == 0
         assert result["r"].status_code == 200 and len(result["r"].json()) == 64
+
+
+def test_a_client_that_leaves_drops_its_queued_work(tiny_artifact):
+    with server(tiny_artifact, "--max-batch-texts", "64") as (url, _):
+        busy = threading.Thread(target=post, args=(url, "/embed", {"inputs": ["keep the worker busy " * 300] * 1024}))
+        busy.start()
+        time.sleep(0.3)
+        with pytest.raises(httpx.TimeoutException):  # queued behind the busy call; the client gives up
+            httpx.post(f"{url}/embed", json={"inputs": ["never encoded " * 300] * 64}, timeout=0.5)
+        busy.join(60)
+        time.sleep(0.5)
+        metrics = httpx.get(f"{url}/metrics").text
+        dropped = next(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("m3rt_dropped_requests_total"))
+        texts = next(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("m3rt_batch_texts_sum"))
+        assert dropped == 1 and texts == 1024  # only the busy request's texts were encoded

@@ -75,16 +75,33 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
     async def _unexpected(request, exc):  # a bug: still JSON, and counted
         return error(500, f"internal error ({type(exc).__name__})", "Internal")
 
-    @app.middleware("http")
-    async def _limits_and_metrics(request: Request, call_next):
-        started = time.perf_counter()
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > settings.max_body_bytes:
-            response = error(413, f"body of {size} bytes is over the limit of {settings.max_body_bytes}", "Validation")
-        else:
-            response = await call_next(request)
-        metrics.request(request.url.path, response.status_code, time.perf_counter() - started)
-        return response
+    class LimitsAndMetrics:
+        """Plain ASGI (not BaseHTTPMiddleware, under which handlers cannot see a client leave): the body limit
+        from Content-Length before anything is read, and each request counted and timed."""
+
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.app(scope, receive, send)
+            started, status = time.perf_counter(), [500]
+
+            async def send_status(message):
+                if message["type"] == "http.response.start":
+                    status[0] = message["status"]
+                await send(message)
+
+            size = dict(scope["headers"]).get(b"content-length", b"")
+            if size.isdigit() and int(size) > settings.max_body_bytes:
+                response = error(413, f"body of {int(size)} bytes is over the limit of {settings.max_body_bytes}",
+                                 "Validation")
+                await response(scope, receive, send_status)
+            else:
+                await self.app(scope, receive, send_status)
+            metrics.request(scope["path"], status[0], time.perf_counter() - started)
+
+    app.add_middleware(LimitsAndMetrics)
 
     # ---------------------------------------------------------------------------------- helpers
     def texts_of(inputs, what: str = "inputs") -> list[str]:
@@ -96,7 +113,7 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
                           "request", "Validation")
         return texts
 
-    async def encode(texts: list[str], outputs, max_length: int | None = None, truncate: bool = True):
+    async def encode(request, texts: list[str], outputs, max_length: int | None = None, truncate: bool = True):
         max_length = max_length or runtime.passage_max_length
         if not 2 <= max_length <= runtime.manifest.max_length:
             raise Failure(422, f"max_length: {max_length} is not in 2..{runtime.manifest.max_length}", "Validation")
@@ -105,8 +122,14 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
         except Overloaded as e:
             raise Failure(429, f"overloaded: {e}", "Overloaded", {"Retry-After": "1"}) from None
         metrics.queue(batcher.queued_texts)
+        waiter = asyncio.wrap_future(future)
+        while not (await asyncio.wait({waiter}, timeout=0.2))[0]:
+            if await request.is_disconnected():  # nobody to answer: its texts leave the queue unencoded
+                future.cancel()
+                metrics.dropped.inc()
+                raise Failure(499, "the client disconnected", "Cancelled")
         try:
-            enc = await asyncio.wrap_future(future)
+            enc = waiter.result()
         except ValueError as e:
             raise Failure(422, str(e), "Validation") from None
         except Exception as e:  # noqa: BLE001 - the engine failed: the request gets why
@@ -135,10 +158,10 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
         dimensions: int | None = Field(default=None, ge=1)
 
     @app.post("/embed", summary="TEI: dense vectors")
-    async def embed(req: EmbedRequest) -> list[list[float]]:
+    async def embed(req: EmbedRequest, request: Request) -> list[list[float]]:
         if not req.normalize:
             raise Failure(422, "normalize=false: the artifact gives unit vectors only", "Validation")
-        enc = await encode(texts_of(req.inputs), {"dense"}, truncate=req.truncate)
+        enc = await encode(request, texts_of(req.inputs), {"dense"}, truncate=req.truncate)
         dense = enc.dense if req.dimensions is None else _renormalised(enc.dense[:, :req.dimensions])
         return floats(dense)
 
@@ -147,8 +170,8 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
         value: float
 
     @app.post("/embed_sparse", summary="TEI: sparse lexical weights, one entry per token id")
-    async def embed_sparse(req: EmbedRequest) -> list[list[SparseValue]]:
-        enc = await encode(texts_of(req.inputs), {"sparse"}, truncate=req.truncate)
+    async def embed_sparse(req: EmbedRequest, request: Request) -> list[list[SparseValue]]:
+        enc = await encode(request, texts_of(req.inputs), {"sparse"}, truncate=req.truncate)
         return [[{"index": int(t), "value": float(w)} for t, w in zip(*enc.sparse.row(i))] for i in range(len(enc))]
 
     class RerankRequest(Strict):
@@ -165,12 +188,12 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
 
     @app.post("/rerank", summary="TEI: texts ranked by ColBERT MaxSim against the query, best first",
               response_model_exclude_none=True)
-    async def rerank(req: RerankRequest) -> list[Rank]:
+    async def rerank(req: RerankRequest, request: Request) -> list[Rank]:
         from m3rt.kernels import rerank as maxsim_rerank
 
         texts = texts_of(req.texts, "texts")
-        q = await encode([req.query], {"colbert"}, runtime.query_max_length, req.truncate)
-        docs = await encode(texts, {"colbert"}, truncate=req.truncate)
+        q = await encode(request, [req.query], {"colbert"}, runtime.query_max_length, req.truncate)
+        docs = await encode(request, texts, {"colbert"}, truncate=req.truncate)
         idx, scores = await asyncio.get_running_loop().run_in_executor(
             None, maxsim_rerank, q.colbert.row(0), docs.colbert.vectors, docs.colbert.offsets, len(texts))
         return [Rank(index=int(i), score=float(s), text=texts[int(i)] if req.return_text else None)
@@ -217,8 +240,8 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
         user: str | None = None
 
     @app.post("/v1/embeddings", summary="OpenAI: dense vectors")
-    async def openai_embeddings(req: OpenAIRequest) -> dict:
-        enc = await encode(texts_of(req.input, "input"), {"dense"})
+    async def openai_embeddings(req: OpenAIRequest, request: Request) -> dict:
+        enc = await encode(request, texts_of(req.input, "input"), {"dense"})
         dense = enc.dense if req.dimensions is None else _renormalised(enc.dense[:, :req.dimensions])
         data = []
         for i, v in enumerate(dense):
@@ -240,13 +263,13 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
         colbert_format: Literal["float", "base64_fp16"] = "float"
 
     @app.post("/encode", summary="M3: dense, sparse and ColBERT in one call (FlagEmbedding's keys)")
-    async def encode_route(req: EncodeRequest) -> dict:
+    async def encode_route(req: EncodeRequest, request: Request) -> dict:
         outputs = {k for k, on in (("dense", req.return_dense), ("sparse", req.return_sparse),
                                    ("colbert", req.return_colbert_vecs)) if on}
         if not outputs:
             raise Failure(422, "nothing to return: set one of return_dense, return_sparse, return_colbert_vecs",
                           "Validation")
-        enc = await encode(texts_of(req.inputs), outputs, req.max_length)
+        enc = await encode(request, texts_of(req.inputs), outputs, req.max_length)
         out: dict = {"dense_vecs": floats(enc.dense) if enc.dense is not None else None,
                      "lexical_weights": None, "colbert_vecs": None}
         if enc.sparse is not None:

@@ -21,6 +21,7 @@ class Metrics:
                                       buckets=(16, 64, 256, 1024, 4096, 16384, 65536))
         self.tokens = Counter("m3rt_tokens", "tokens encoded", registry=r)
         self.engine_seconds = Counter("m3rt_engine_seconds", "seconds spent in runtime calls", registry=r)
+        self.dropped = Counter("m3rt_dropped_requests", "requests whose client left before their turn", registry=r)
         self.tokens_per_s = Gauge("m3rt_tokens_per_second", "tokens/s of the last runtime call", registry=r)
 
     def request(self, path: str, status: int, seconds: float) -> None:
