@@ -1,9 +1,11 @@
-"""Run a function in a forked child with a deadline: for the fork-safety tests."""
+"""Concurrency helpers of the tests: a function in a forked child with a deadline, and workers on threads
+whose exceptions are surfaced."""
 
 from __future__ import annotations
 
 import os
 import pickle
+import threading
 import time
 
 import pytest
@@ -30,3 +32,21 @@ def in_forked_child(fn, timeout: float = 60):
         data = f.read()
     assert data, "the forked child died without a result"
     return pickle.loads(data)
+
+
+def errors_in_threads(work, n: int) -> list[BaseException]:
+    """work(k) for k < n, each on its own thread; the exceptions they raised (lost otherwise)."""
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        try:
+            work(k)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors

@@ -4,10 +4,9 @@ callers each get their own answer. (On a GPU, bench/device/gpu_bench.py repeats 
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
+from forking import errors_in_threads
 
 from m3rt.artifact import OUTPUT_NAMES, read_manifest
 from m3rt.runtime.config import RuntimeConfig
@@ -64,23 +63,14 @@ def test_results_survive_the_next_call_of_the_same_shape(engine):
 
 
 def test_concurrent_callers_get_their_own_answers(engine):
-    errors = []
-
     def worker(seed):
         rng = np.random.default_rng(seed)
-        try:
-            for _ in range(25):
-                ids, mask = _batch(rng, 2, 32)
-                got = engine.run(ids, mask, OUTPUT_NAMES)
-                want = engine._run_unbound({"input_ids": ids, "attention_mask": mask}, OUTPUT_NAMES)
-                if not all(np.array_equal(got[n], want[n]) for n in OUTPUT_NAMES):
-                    errors.append(f"thread {seed}: another call's answer")
-        except BaseException as e:  # surfaced below: a thread's exception would otherwise be lost
-            errors.append(e)
+        for _ in range(25):
+            ids, mask = _batch(rng, 2, 32)
+            got = engine.run(ids, mask, OUTPUT_NAMES)
+            want = engine._run_unbound({"input_ids": ids, "attention_mask": mask}, OUTPUT_NAMES)
+            if not all(np.array_equal(got[n], want[n]) for n in OUTPUT_NAMES):
+                raise AssertionError(f"thread {seed}: another call's answer")
 
-    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = errors_in_threads(worker, 4)
     assert not errors, errors

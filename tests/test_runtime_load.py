@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import random
-import threading
 
 import numpy as np
 
+from forking import errors_in_threads
+from m3rt.bench.long_input import rss_mb  # VmRSS of this process, MB
 from m3rt.testing.tiny_model import CORPUS
 
 ALL = dict(return_dense=True, return_sparse=True, return_colbert_vecs=True)
-
-
-from m3rt.bench.long_input import rss_mb  # noqa: E402 - VmRSS of this process, MB
 
 
 def mixed_texts(n: int, seed: int, max_words: int = 300) -> list[str]:
@@ -56,20 +54,12 @@ def test_concurrent_encode_gives_the_same_results(runtime):
     groups = [mixed_texts(12, seed=10 + k) for k in range(4)]
     expected = [runtime.encode(g, batch_size=4, **ALL) for g in groups]
     results: dict[int, dict] = {}
-    errors: list[BaseException] = []
 
     def work(k: int) -> None:
-        try:
-            for _ in range(3):
-                results[k] = runtime.encode(groups[k], batch_size=4, **ALL)
-        except BaseException as e:  # surfaced below: a thread's exception would otherwise be lost
-            errors.append(e)
+        for _ in range(3):
+            results[k] = runtime.encode(groups[k], batch_size=4, **ALL)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = errors_in_threads(work, 4)
     assert not errors, errors
     for k, exp in enumerate(expected):
         np.testing.assert_allclose(results[k]["dense_vecs"], exp["dense_vecs"], atol=1e-6)

@@ -4,7 +4,7 @@ is generated from its fields (their help and choices in the field metadata), so 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from m3rt.bench.backends import BACKENDS, check_names
@@ -78,8 +78,7 @@ class BenchOptions:
 
 def add_arguments(parser) -> None:
     """One --option per field, with its help and choices; sequences are comma-separated."""
-    for f in fields(BenchOptions):
-        default = f.default if f.default is not MISSING else f.default_factory()
+    for f in fields(BenchOptions):  # defaults live in BenchOptions only: None here means "not given"
         kind = str(f.type)
         flag = "--" + f.name.replace("_", "-")
         kwargs = {"help": f.metadata["help"], "default": None}
@@ -92,7 +91,6 @@ def add_arguments(parser) -> None:
         elif kind.startswith("float"):
             kwargs["type"] = float
         parser.add_argument(flag, **kwargs)
-        del default  # defaults live in BenchOptions only: None on the command line means "not given"
 
 
 def from_arguments(args) -> dict:

@@ -26,7 +26,6 @@ log = logging.getLogger("m3rt.runtime")
 
 UPSTREAM_ONLY = ("use_fp16", "use_bf16", "devices", "normalize_embeddings", "pooling_method", "colbert_dim",
                  "trust_remote_code", "cache_dir", "convert_to_numpy")
-GPU_BACKENDS = ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "cuda", "trt")
 
 
 @dataclass(frozen=True)

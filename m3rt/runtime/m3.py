@@ -114,32 +114,20 @@ class M3Runtime:
         return self.encode(corpus, batch_size, max_length, return_dense, return_sparse, return_colbert_vecs)
 
     def _encode_with_defaults(self, texts, batch_size, max_length, default_max_length, dense, sparse, colbert):
-        """Arguments left as None take the configured defaults, as in BGEM3FlagModel."""
-        c = self.config
-        return self._encode(
-            texts, _default(batch_size, c.batch_size), _default(max_length, default_max_length),
-            _default(dense, c.return_dense), _default(sparse, c.return_sparse),
-            _default(colbert, c.return_colbert_vecs),
-        )
+        return self._encode(texts, self._plan(batch_size, max_length, dense, sparse, colbert, default_max_length))
 
-    def _encode(self, sentences, batch_size, max_length, dense, sparse, colbert) -> dict:
+    def _encode(self, sentences, plan: Plan) -> dict:
         single = isinstance(sentences, str)
         texts = [sentences] if single else _check_texts(sentences, "sentences")
-        plan = self._plan(batch_size, max_length, dense, sparse, colbert)
-        encoded = self._encode_list(texts, 0, plan, total=len(texts))
-        return encoded.as_flag_dict(single)
+        return self._encode_list(texts, plan).as_flag_dict(single)
 
     def encode_native(
         self, sentences: Sequence[str], *, batch_size: int | None = None, max_length: int | None = None,
         return_dense: bool | None = None, return_sparse: bool | None = None, return_colbert_vecs: bool | None = None,
     ) -> Encoded:
         """As encode, returning the native `Encoded` (dense array, sparse CSR, packed ColBERT vectors)."""
-        c = self.config
-        plan = self._plan(_default(batch_size, c.batch_size), _default(max_length, self.passage_max_length),
-                          _default(return_dense, c.return_dense), _default(return_sparse, c.return_sparse),
-                          _default(return_colbert_vecs, c.return_colbert_vecs))
-        texts = _check_texts(sentences, "sentences")
-        return self._encode_list(texts, 0, plan, total=len(texts))
+        plan = self._plan(batch_size, max_length, return_dense, return_sparse, return_colbert_vecs)
+        return self._encode_list(_check_texts(sentences, "sentences"), plan)
 
     def iter_encode(
         self, texts: Iterable[str], *, batch_size: int | None = None, max_length: int | None = None,
@@ -150,9 +138,7 @@ class M3Runtime:
         `chunk_size` texts (default config.chunk_size) are held at a time, and `Encoded` chunks come out in
         input order. While the engine runs one chunk, a helper thread reads and tokenizes the next."""
         c = self.config
-        plan = self._plan(_default(batch_size, c.batch_size), _default(max_length, self.passage_max_length),
-                          _default(return_dense, c.return_dense), _default(return_sparse, c.return_sparse),
-                          _default(return_colbert_vecs, c.return_colbert_vecs))
+        plan = self._plan(batch_size, max_length, return_dense, return_sparse, return_colbert_vecs)
         chunk_size = as_int(_default(chunk_size, c.chunk_size), "chunk_size", minimum=1)
         if isinstance(texts, (str, bytes)):
             raise TypeError(f"texts must be an iterable of str, got {type(texts).__name__}")
@@ -186,16 +172,23 @@ class M3Runtime:
         finally:
             _report_cuts(cut, done, plan.max_length)  # once per call, however it ended
 
-    def _encode_list(self, texts: list[str], start: int, plan: Plan, total: int) -> Encoded:
+    def _encode_list(self, texts: list[str], plan: Plan) -> Encoded:
+        """One whole list as one chunk (encode's length sorting spans all of it)."""
         self._check_unchanged()
-        tok = self.pipeline.tokenize(texts, start, plan.max_length)
-        encoded = self.pipeline.encode_chunk(tok, plan, self._progress_counter(0, total))
+        tok = self.pipeline.tokenize(texts, 0, plan.max_length)
+        encoded = self.pipeline.encode_chunk(tok, plan, self._progress_counter(0, len(texts)))
         _report_cuts(int(encoded.truncated.sum()), len(encoded), plan.max_length)
         return encoded
 
-    def _plan(self, batch_size, max_length, dense, sparse, colbert) -> Plan:
+    def _plan(self, batch_size, max_length, dense, sparse, colbert, default_max_length: int | None = None) -> Plan:
+        """What to compute, within the engine's limits; arguments left as None take the configured defaults, as
+        in BGEM3FlagModel (max_length: `default_max_length`, else passage_max_length)."""
+        c = self.config
+        max_length = _default(max_length, _default(default_max_length, self.passage_max_length))
         max_length = self._check_max_length(max_length, "max_length")
-        batch_size = as_int(batch_size, "batch_size", minimum=1)
+        batch_size = as_int(_default(batch_size, c.batch_size), "batch_size", minimum=1)
+        dense, sparse = _default(dense, c.return_dense), _default(sparse, c.return_sparse)
+        colbert = _default(colbert, c.return_colbert_vecs)
         wanted = tuple(k for k, on in (("dense", dense), ("sparse", sparse), ("colbert", colbert)) if on)
         if not wanted:
             raise ValueError("nothing to return: set one of return_dense, return_sparse, return_colbert_vecs")
@@ -216,7 +209,6 @@ class M3Runtime:
             callback(state[0], total)
 
         return advance
-
 
     def _check_unchanged(self) -> None:
         """The graph's weights are memory-mapped: a file rewritten since load would give wrong numbers (or a
@@ -275,8 +267,9 @@ class M3Runtime:
         pairs = [sentence_pairs] if one else _check_pairs(sentence_pairs)
         if not pairs:
             return {k: [] for k in ("colbert", "sparse", "dense", "sparse+dense", "colbert+sparse+dense")}
-        q = self._encode([p[0] for p in pairs], batch_size, _default(max_query_length, self.query_max_length), True, True, True)
-        p = self._encode([p[1] for p in pairs], batch_size, _default(max_passage_length, self.passage_max_length), True, True, True)
+        q = self._encode([p[0] for p in pairs], self._plan(batch_size, max_query_length, True, True, True,
+                                                           self.query_max_length))
+        p = self._encode([p[1] for p in pairs], self._plan(batch_size, max_passage_length, True, True, True))
         scores = scoring.pair_scores(
             q["dense_vecs"], p["dense_vecs"], q["lexical_weights"], p["lexical_weights"],
             q["colbert_vecs"], p["colbert_vecs"], weights, upstream_batch_size=batch_size,

@@ -102,9 +102,9 @@ class Pipeline:
                 np.float32, copy=False)
         if self.cut is not None:
             if dense is not None:
-                _renormalise(dense)
+                renormalise(dense)
             if "colbert" in want:
-                _renormalise(vectors)
+                renormalise(vectors)
         sparse = _csr(lexical) if "sparse" in want else None
         colbert = PackedVectors(vectors, offsets) if "colbert" in want else None
         seconds["heads"] += clock() - t
@@ -121,8 +121,8 @@ def _csr(rows: list[tuple[np.ndarray, np.ndarray]]) -> SparseRows:
                       np.concatenate([w for _, w in rows]).astype(np.float32, copy=False))
 
 
-def _renormalise(rows: np.ndarray) -> None:
-    """In place, as torch's F.normalize: x / max(||x||, 1e-12)."""
+def renormalise(rows: np.ndarray) -> None:
+    """In place, as torch's F.normalize: x / max(||x||, 1e-12) per row."""
     norms = np.linalg.norm(rows, axis=-1, keepdims=True)
     np.maximum(norms, 1e-12, out=norms)
     rows /= norms

@@ -16,6 +16,8 @@ from typing import Literal, Union
 
 import numpy as np
 
+from m3rt.runtime.pipeline import renormalise
+
 
 @dataclass(frozen=True)
 class ServeSettings:
@@ -162,8 +164,7 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
         if not req.normalize:
             raise Failure(422, "normalize=false: the artifact gives unit vectors only", "Validation")
         enc = await encode(request, texts_of(req.inputs), {"dense"}, truncate=req.truncate)
-        dense = enc.dense if req.dimensions is None else _renormalised(enc.dense[:, :req.dimensions])
-        return floats(dense)
+        return floats(dense_of(enc, req.dimensions))
 
     class SparseValue(BaseModel):
         index: int
@@ -242,9 +243,8 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
     @app.post("/v1/embeddings", summary="OpenAI: dense vectors")
     async def openai_embeddings(req: OpenAIRequest, request: Request) -> dict:
         enc = await encode(request, texts_of(req.input, "input"), {"dense"})
-        dense = enc.dense if req.dimensions is None else _renormalised(enc.dense[:, :req.dimensions])
         data = []
-        for i, v in enumerate(dense):
+        for i, v in enumerate(dense_of(enc, req.dimensions)):
             value = (base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode()
                      if req.encoding_format == "base64" else floats(v))
             data.append({"object": "embedding", "index": i, "embedding": value})
@@ -313,8 +313,13 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
     return app
 
 
-def _renormalised(rows: np.ndarray) -> np.ndarray:
-    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+def dense_of(enc, dimensions: int | None) -> np.ndarray:
+    """The dense vectors, cut to `dimensions` and re-normalised as the runtime's truncate_dim does."""
+    if dimensions is None:
+        return enc.dense
+    dense = enc.dense[:, :dimensions].copy()
+    renormalise(dense)
+    return dense
 
 
 def _version() -> str:
