@@ -82,6 +82,11 @@ class TextTokenizer:
             rows.append(ids)
         return rows, cut
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids run from 0 to vocab_size - 1 (added tokens included)."""
+        return self._base.get_vocab_size(with_added_tokens=True)
+
     def token_to_id(self, token: str) -> int | None:
         return self._base.token_to_id(token)
 
