@@ -5,7 +5,7 @@
 C clients each send one text (8-512 tokens, mixed), wait for the answer, send the next, for `duration`
 seconds per point. embedded: C threads calling M3Runtime.encode in one process (no HTTP, no batching across
 threads). serve: `m3rt serve` on loopback, the clients in another process (this one) over HTTP (/embed).
-Writes serve-load.{json,md}: p50 / p99 latency and texts/s per mode and concurrency.
+Writes serve-load<TAG>.{json,md}: p50 / p99 latency and texts/s per mode and concurrency.
 """
 
 from __future__ import annotations
@@ -71,19 +71,21 @@ def closed_loop(call, texts: list[str], concurrency: int, duration: float) -> di
 
 def peer_rows(args, texts: list[str], levels: list[int]) -> list[dict]:
     """infinity-emb (torch, CPU) on the same weights, its OpenAI-style /embeddings route, same clients.
-    On the 2026-11-27 machine infinity-emb 0.0.78 logged "Uvicorn running" but never listened on its port;
-    this fails with its log's path after 300 s in that case."""
+    --no-model-warmup: infinity's own warm-up (batches of 32 x 2049 tokens) holds its port closed for 3-4
+    minutes on 2 cores, which an earlier run here took for a server that never listened; one warm request
+    of ours follows instead, as for the other modes."""
     import os
 
     import httpx
 
     port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", DO_NOT_TRACK="1", INFINITY_ANONYMOUS_USAGE_STATS="0")
-    cmd = [args.infinity_python, "-m", "infinity_emb.cli", "v2", "--model-id", args.infinity_model, "--port",
-           str(port), "--engine", "torch", "--device", "cpu", "--batch-size", "32", "--no-bettertransformer"]
+    cmd = [args.infinity_python, "-m", "infinity_emb.cli", "v2", "--model-id", args.infinity_model, "--host",
+           "127.0.0.1", "--port", str(port), "--engine", "torch", "--device", "cpu", "--batch-size", "32",
+           "--no-bettertransformer", "--no-model-warmup"]
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open("/tmp/infinity.log", "w"))
     client = httpx.Client(timeout=300, limits=httpx.Limits(max_connections=max(levels) + 4))
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
     while True:
         try:
             if client.get(f"http://127.0.0.1:{port}/health").status_code == 200:
@@ -124,6 +126,7 @@ def main() -> None:
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--infinity-python", help="python of a virtual environment with infinity-emb[server,torch]: "
                                               "the peer server, dense only, on --infinity-model")
+    ap.add_argument("--tag", default="", help="suffix of the result files (serve-load<TAG>.md)")
     ap.add_argument("--infinity-model", help="the model directory infinity serves (the artifact's source weights)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -170,19 +173,22 @@ def main() -> None:
               "artifact": args.artifact, "duration_s": args.duration, "max_wait_ms": args.max_wait_ms,
               "texts": {"count": len(texts), "tokens": "8-512, uniform"}, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve-load.json").write_text(json.dumps(result, indent=1) + "\n")
+    stem = args.out / f"serve-load{args.tag}"
+    Path(f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     m = result["machine"]
     lines = [f"# m3rt serve under closed-loop load ({Path(args.artifact).name})", "",
              f"- {result['date']}, commit {result['git_commit']}, {m['cpu']} (CPU class {m['cpu_class']}), "
              f"{m['cores']} cores; one text per request, 8-512 tokens; {args.duration:.0f} s per point",
-             "", "| mode | concurrency | texts/s | p50 ms | p99 ms | p99/p50 | errors | serve / embedded |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "", "| mode | concurrency | texts/s | p50 ms | p99 ms | p99/p50 | errors | / embedded | serve / peer |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     embedded = {r["concurrency"]: r["texts_per_s"] for r in rows if r["mode"] == "embedded"}
+    peer = {r["concurrency"]: r["texts_per_s"] for r in rows if r["mode"].startswith("infinity")}
     for r in rows:
         ratio = f"{r['texts_per_s'] / embedded[r['concurrency']]:.2f}" if r["mode"] != "embedded" else ""
+        vs_peer = f"{r['texts_per_s'] / peer[r['concurrency']]:.2f}x" if r["mode"] == "serve" and peer else ""
         lines.append(f"| {r['mode']} | {r['concurrency']} | {r['texts_per_s']:.1f} | {r['p50_ms']:.0f} | "
-                     f"{r['p99_ms']:.0f} | {r['p99_ms'] / r['p50_ms']:.1f} | {r['errors']} | {ratio} |")
-    (args.out / "serve-load.md").write_text("\n".join(lines) + "\n")
+                     f"{r['p99_ms']:.0f} | {r['p99_ms'] / r['p50_ms']:.1f} | {r['errors']} | {ratio} | {vs_peer} |")
+    Path(f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

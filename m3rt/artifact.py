@@ -379,3 +379,60 @@ def _structure_problem(data: dict[str, Any]) -> str | None:
 def verify_artifact(root: str | Path) -> Manifest:
     """Re-hash every file of the artifact against its manifest, whatever a verified-once record says."""
     return read_manifest(root, verify="always")
+
+
+def fetch_artifact(url: str, cache: str | Path | None = None, timeout: float = 60.0) -> Path:
+    """An artifact served over HTTP(S) as a directory (URL/manifest.json, URL/<each file it lists>), fetched once
+    into <cache>/fetched/<manifest digest> and verified against the manifest's checksums; later calls (other
+    processes on the node included) find it there. A partial download never takes the final name."""
+    import shutil
+    import tempfile
+    import urllib.request
+
+    base = url.rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{base}/{MANIFEST}", timeout=timeout) as r:
+            raw = r.read()
+    except OSError as e:
+        raise ArtifactError(f"{base}/{MANIFEST}: cannot be fetched ({e})") from None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ArtifactError(f"{base}/{MANIFEST}: not JSON") from None
+    if not isinstance(data, dict):
+        problem = "not a JSON object"
+    elif [k for k in REQUIRED_KEYS if k not in data]:
+        problem = f"missing keys {[k for k in REQUIRED_KEYS if k not in data]}"
+    else:
+        problem = _structure_problem(data)
+    if problem:
+        raise ArtifactError(f"{base}/{MANIFEST}: {problem}")
+    root = Path(cache) if cache is not None else cache_dir()
+    final = root / "fetched" / hashlib.sha256(raw).hexdigest()[:24]
+    if (final / MANIFEST).is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".fetching-", dir=final.parent))
+    try:
+        for name, digest in data["files"].items():
+            target = staging / name
+            if ".." in Path(name).parts or Path(name).is_absolute():
+                raise ArtifactError(f"{base}/{MANIFEST}: file name {name!r} leaves the artifact")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with urllib.request.urlopen(f"{base}/{name}", timeout=timeout) as r, open(target, "wb") as f:
+                    shutil.copyfileobj(r, f, 1 << 22)
+            except OSError as e:
+                raise ArtifactError(f"{base}/{name}: cannot be fetched ({e})") from None
+            if sha256_file(target) != digest:
+                raise ArtifactError(f"{base}/{name}: sha256 mismatch with {MANIFEST} (changed or cut short)")
+        (staging / MANIFEST).write_bytes(raw)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if not (final / MANIFEST).is_file():  # not another process's finished copy: a real failure
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return final

@@ -60,7 +60,34 @@ def _serve(args) -> None:
     serve(args.artifact, host=args.host, port=args.port, backend=args.backend, max_batch_tokens=args.max_batch_tokens,
           max_wait_ms=args.max_wait_ms, max_batch_texts=args.max_batch_texts, max_queue=args.max_queue,
           workers=args.workers, max_texts_per_request=args.max_texts_per_request,
-          max_body_bytes=args.max_body_bytes, log_level="error" if args.quiet else "info")
+          max_body_bytes=args.max_body_bytes, log_level="error" if args.quiet else "info",
+          ray_address=args.ray_address, replicas=args.replicas,
+          autoscaling=json.loads(args.autoscaling) if args.autoscaling else None)
+
+
+def _embed_corpus(args) -> None:
+    from m3rt.corpus import embed_corpus
+    from m3rt.progress import Progress
+
+    progress = Progress(None, "embedding", enabled=not args.quiet, unit="rows")
+    state = {"shard": None, "rows": 0}
+
+    def report(shard: str, rows: int) -> None:  # rows so far in `shard`: the line counts rows over all shards
+        if shard != state["shard"]:
+            state["shard"], state["rows"] = shard, 0
+        progress.update(rows - state["rows"])
+        state["rows"] = rows
+
+    done = embed_corpus(args.artifact, args.input, out=args.out, ray_address=args.ray_address,
+                        workers=args.workers, cpus_per_worker=args.cpus_per_worker, dense=args.dense,
+                        sparse=args.sparse, colbert=args.colbert,
+                        batch_tokens=args.batch_tokens, id_field=args.id_field, text_field=args.text_field,
+                        backend=args.backend, progress=report)
+    progress.close()
+    if not args.quiet:
+        skipped = f", {len(done['shards_skipped'])} already there" if done["shards_skipped"] else ""
+        print(f"m3rt: {done['rows']} rows in {len(done['shards_done'])} shard(s) written to {done['out']} "
+              f"({', '.join(done['outputs'])}) in {done['seconds']:.1f} s{skipped}", file=sys.stderr)
 
 
 def _verify(args) -> None:
@@ -258,7 +285,34 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--workers", type=int, default=1, help="threads running runtime calls (default: 1)")
     sv.add_argument("--max-texts-per-request", type=int, default=1024, help="413 past it (default: 1024)")
     sv.add_argument("--max-body-bytes", type=int, default=8 << 20, help="413 past it (default: 8 MiB)")
+    sv.add_argument("--ray-address", default=None,
+                    help="serve on Ray Serve instead: local (a new local Ray), auto (the running cluster) or "
+                         "ray://host:port (pip install 'm3rt[ray]')")
+    sv.add_argument("--replicas", type=int, default=1, help="with --ray-address: replicas (default: 1)")
+    sv.add_argument("--autoscaling", default=None,
+                    help='with --ray-address: Ray Serve autoscaling_config as JSON, e.g. '
+                         '\'{"min_replicas": 1, "max_replicas": 8}\' (replaces --replicas)')
     sv.set_defaults(func=_serve)
+
+    ec = sub.add_parser("embed-corpus", help="encode a corpus (JSONL / Parquet shards) into Parquet shards, "
+                                             "in-process or on Ray Data; resumable by shard")
+    ec.add_argument("artifact", help="artifact directory (a path every node can read) or an http(s) URL")
+    ec.add_argument("input", help="a .jsonl / .parquet file, or a folder of them (one output shard each)")
+    ec.add_argument("--out", required=True, help="output folder: <shard>.parquet per input shard")
+    ec.add_argument("--ray-address", default=None,
+                    help="run on Ray Data: local (a new local Ray), auto (the running cluster) or ray://host:port; "
+                         "without it, in this process")
+    ec.add_argument("--workers", type=int, default=1, help="with --ray-address: actors, one artifact each (default: 1)")
+    ec.add_argument("--cpus-per-worker", type=float, default=1,
+                    help="with --ray-address: CPUs Ray reserves per actor, its onnxruntime threads (default: 1)")
+    ec.add_argument("--dense", action="store_true", help="the dense vector (the default when none is chosen)")
+    ec.add_argument("--sparse", action="store_true", help="the sparse weights (token ids and weights)")
+    ec.add_argument("--colbert", action="store_true", help="the ColBERT vectors (packed float16)")
+    ec.add_argument("--batch-tokens", type=int, default=None, help="padded tokens per engine call")
+    ec.add_argument("--id-field", default="id", help="the id field / column (default: id)")
+    ec.add_argument("--text-field", default="text", help="the text field / column (default: text)")
+    ec.add_argument("--backend", default="auto", help="auto (default), cpu, cuda, ...")
+    ec.set_defaults(func=_embed_corpus)
 
     v = sub.add_parser("verify", help="re-hash every file of an artifact against its manifest")
     v.add_argument("artifact", help="artifact directory")

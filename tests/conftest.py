@@ -23,7 +23,8 @@ if not Path("/dev/nvidia0").exists():
 
 # Test tiers (pytest -m TIER). runtime: numpy, onnxruntime and tokenizers only (the slim install; CI runs it
 # alone in its own environment too); kernels: Triton's kernels (its CPU interpreter without a GPU); serve: the
-# HTTP server on loopback (the serve extra); milvus: a real Milvus Lite (the milvus extra); export:
+# HTTP server on loopback (the serve extra); milvus: a real Milvus Lite (the milvus extra); ray: a real
+# two-node local Ray cluster (the ray extra); export:
 # builds models and exports them (torch, transformers, onnx); parity: against FlagEmbedding; gpu and slow as
 # marked. A test's tier follows from its file and the fixtures it asks for.
 EXPORT_FILES = {"test_atomic_export.py", "test_bench.py", "test_cli.py", "test_cpu.py", "test_export.py",
@@ -32,6 +33,7 @@ PARITY_FILES = {"test_parity.py"}
 KERNEL_FILES = {"test_maxsim_triton.py"}
 SERVE_FILES = {"test_serve.py", "test_serve_fuzz.py"}
 MILVUS_FILES = {"test_milvus.py"}
+RAY_FILES = {"test_ray.py"}
 EXPORT_FIXTURES = {"tiny_model_dir", "minilm_m3_dir", "minilm_artifacts"}
 
 
@@ -39,7 +41,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         name = item.path.name
         fixtures = set(getattr(item, "fixturenames", ()))
-        if any(item.get_closest_marker(m) for m in ("gpu", "slow", "export", "parity", "kernels", "serve", "milvus")):
+        if any(item.get_closest_marker(m) for m in ("gpu", "slow", "export", "parity", "kernels", "serve", "milvus",
+                                                      "ray")):
             continue  # marked by hand
         if name in PARITY_FILES or "flag_model" in fixtures:
             item.add_marker(pytest.mark.parity)
@@ -49,6 +52,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.serve)
         elif name in MILVUS_FILES:
             item.add_marker(pytest.mark.milvus)
+        elif name in RAY_FILES:
+            item.add_marker(pytest.mark.ray)
         elif name in EXPORT_FILES or fixtures & EXPORT_FIXTURES:
             item.add_marker(pytest.mark.export)
         else:

@@ -268,3 +268,20 @@ def test_example_script_runs(tmp_path):
                            str(tmp_path / "example.db")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "indexed 10 texts" in done.stdout and done.stdout.count("colbert") == 2 * 3 * 3
+
+
+def test_a_reopened_database_is_searchable(tmp_path, runtime):
+    """Milvus Lite reopens collections released: HybridCollection loads it."""
+    from pymilvus import MilvusClient
+
+    db = str(tmp_path / "reopen.db")
+    with HybridCollection.create(db, "docs", runtime) as col:
+        col.insert(corpus(30, 4))
+        before = [h.id for h in col.search("river stone", limit=5, rerank=False)]
+    client = MilvusClient(db)
+    try:
+        col = HybridCollection(client, "docs", runtime)
+        assert len(col) == 30
+        assert [h.id for h in col.search("river stone", limit=5, rerank=False)] == before
+    finally:
+        client.close()

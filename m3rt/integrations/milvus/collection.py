@@ -61,6 +61,8 @@ class HybridCollection:
                 raise ValueError(f"collection {name!r} holds {dim}-dimensional dense vectors; this artifact gives "
                                  f"{runtime.manifest.dims.hidden}")
             self.max_text_bytes = int(fields["text"].get("params", {}).get("max_length", MAX_VARCHAR))
+            # A collection in a reopened database starts released: searching it needs it loaded.
+            self.client.load_collection(name)
         except BaseException:
             self.close()
             raise
@@ -126,15 +128,20 @@ class HybridCollection:
                 yield text
 
         written = 0
-        for chunk in self.runtime.iter_encode(read(), batch_size=batch_size, max_length=max_length,
-                                              return_dense=True, return_sparse=True, return_colbert_vecs=False,
-                                              chunk_size=chunk_size):
-            rows = [self._row(*pending.popleft(), chunk, k) for k in range(len(chunk))]
-            for lo in range(0, len(rows), UPSERT_ROWS):
-                self.client.upsert(self.name, rows[lo:lo + UPSERT_ROWS])
-            written += len(rows)
-            if progress is not None:
-                progress(written)
+        try:
+            for chunk in self.runtime.iter_encode(read(), batch_size=batch_size, max_length=max_length,
+                                                  return_dense=True, return_sparse=True, return_colbert_vecs=False,
+                                                  chunk_size=chunk_size):
+                rows = [self._row(*pending.popleft(), chunk, k) for k in range(len(chunk))]
+                for lo in range(0, len(rows), UPSERT_ROWS):
+                    self.client.upsert(self.name, rows[lo:lo + UPSERT_ROWS])
+                written += len(rows)
+                if progress is not None:
+                    progress(written)
+        finally:
+            # Seals what was written, however the insert ended: sealed segments are persisted and indexed.
+            # Unsealed, a hybrid search over 10k rows took 2.0 s here instead of 35 ms.
+            self.client.flush(self.name)
         if ids is not None and next(id_source, None) is not None:
             raise ValueError(f"more ids than texts: {written} texts written, ids left over")
         return written

@@ -1,0 +1,138 @@
+"""Input and output shards: which files make the input, how a shard's rows are read, where its output goes,
+and how an output shard is written so that it exists whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+INPUT_SUFFIXES = (".jsonl", ".parquet")
+
+
+def input_shards(input: str | Path) -> list[Path]:
+    """A file, or a folder's .jsonl / .parquet files (not recursive), sorted."""
+    path = Path(input)
+    if path.is_file():
+        if path.suffix not in INPUT_SUFFIXES:
+            raise ValueError(f"{path}: an input shard must be .jsonl or .parquet")
+        return [path]
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such file or folder")
+    shards = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in INPUT_SUFFIXES)
+    if not shards:
+        raise ValueError(f"{path}: holds no .jsonl or .parquet file")
+    stems = [p.stem for p in shards]
+    clash = sorted({s for s in stems if stems.count(s) > 1})
+    if clash:
+        raise ValueError(f"{path}: shards {clash} exist as both .jsonl and .parquet: their outputs would clash")
+    return shards
+
+
+def output_path(out: Path, shard: Path) -> Path:
+    return out / f"{shard.stem}.parquet"
+
+
+def read_rows(shard: Path, id_field: str, text_field: str, batch_rows: int = 4096) -> Iterator[list[tuple]]:
+    """(id, text) pairs of a shard in lists of at most batch_rows; a missing or mistyped field is a ValueError
+    naming the file and line (JSONL) or row (Parquet)."""
+    if shard.suffix == ".jsonl":
+        yield from _jsonl_rows(shard, id_field, text_field, batch_rows)
+    else:
+        yield from _parquet_rows(shard, id_field, text_field, batch_rows)
+
+
+def _jsonl_rows(shard, id_field, text_field, batch_rows):
+    batch = []
+    with open(shard, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{shard}:{n}: not valid JSON ({e.msg})") from None
+            batch.append(_pair(obj, id_field, text_field, f"{shard}:{n}"))
+            if len(batch) == batch_rows:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def _parquet_rows(shard, id_field, text_field, batch_rows):
+    import pyarrow.parquet as pq
+
+    f = pq.ParquetFile(shard)
+    names = f.schema_arrow.names
+    for field in (id_field, text_field):
+        if field not in names:
+            raise ValueError(f"{shard}: no column {field!r} (columns: {', '.join(names)})")
+    row = 0
+    for rb in f.iter_batches(batch_size=batch_rows, columns=[id_field, text_field]):
+        ids, texts = rb.column(0).to_pylist(), rb.column(1).to_pylist()
+        yield [_pair({id_field: i, text_field: t}, id_field, text_field, f"{shard} row {row + k}")
+               for k, (i, t) in enumerate(zip(ids, texts))]
+        row += len(ids)
+
+
+def _pair(obj, id_field: str, text_field: str, where: str) -> tuple:
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected an object with {id_field!r} and {text_field!r}")
+    if id_field not in obj or obj[id_field] is None:
+        raise ValueError(f"{where}: no {id_field!r} (every row needs an id)")
+    if not isinstance(obj.get(text_field), str):
+        got = type(obj.get(text_field)).__name__ if text_field in obj else "nothing"
+        raise ValueError(f"{where}: {text_field!r} must be a string, got {got}")
+    row_id = obj[id_field]
+    if isinstance(row_id, bool) or not isinstance(row_id, (int, str)):
+        raise ValueError(f"{where}: {id_field!r} must be an integer or a string, got {type(row_id).__name__}")
+    return row_id, obj[text_field]
+
+
+class ShardWriter:
+    """Writes one output shard: Parquet row groups into a hidden temporary file beside it, renamed into place
+    (after an fsync) by commit(); abort() or an exception leaves no file under the final name."""
+
+    def __init__(self, final: Path):
+        self.final = final
+        self.tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        self.writer = None
+        self.rows = 0
+
+    def write(self, table) -> None:
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(str(self.tmp), table.schema)
+        self.writer.write_table(table)
+        self.rows += table.num_rows
+
+    def commit(self, empty_schema=None) -> None:
+        import pyarrow.parquet as pq
+
+        if self.writer is None:  # an empty input shard still gets its (empty) output: it is done
+            self.writer = pq.ParquetWriter(str(self.tmp), empty_schema)
+        self.writer.close()
+        with open(self.tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.final)
+        dir_fd = os.open(self.final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def clean_leftovers(out: Path) -> list[Path]:
+    """Temporary files of interrupted runs (hidden .*.parquet.tmp-*): removed before a job starts."""
+    gone = sorted(out.glob(".*.parquet.tmp-*"))
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
