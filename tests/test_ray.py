@@ -101,10 +101,16 @@ def test_ray_data_equals_in_process(cluster, tiny_artifact, tmp_path):
 
 
 def _embedder_pids() -> list[int]:
-    from ray.util.state import list_actors
-
-    return [a.pid for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-            if "Embedder" in (a.class_name or "") and a.pid]
+    """The Embedder actors' worker processes, by the process title Ray gives them (ray::MapWorker(...))."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("ray::MapWorker(MapBatches(Embedder))"):
+            pids.append(int(proc.name))
+    return pids
 
 
 def test_worker_killed_mid_job_loses_and_repeats_nothing(cluster, tiny_artifact, tmp_path):

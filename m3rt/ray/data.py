@@ -75,13 +75,14 @@ def embed_dataset(ds, artifact: str | Path, *, dense: bool = False, sparse: bool
     holding `num_cpus` CPUs (its onnxruntime threads) and `num_gpus` GPUs (num_gpus > 0 picks a GPU backend
     under backend="auto"). Outputs: dense when none is chosen. artifact: a path every node can read, or an
     http(s) URL each node fetches once."""
-    _ray()
+    ray = _ray()
     outputs = tuple(k for k, on in (("dense", dense), ("sparse", sparse), ("colbert", colbert)) if on) or ("dense",)
     if num_gpus and backend == "auto":
         backend = "auto-gpu"
     threads = max(1, int(num_cpus))
     return ds.map_batches(
-        Embedder, batch_size=batch_rows, batch_format="pyarrow", concurrency=workers, num_cpus=num_cpus,
+        Embedder, batch_size=batch_rows, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=num_cpus,
         num_gpus=num_gpus or None, max_restarts=-1, max_task_retries=-1,
         fn_constructor_kwargs=dict(artifact=str(artifact), outputs=outputs, id_column=id_column,
                                    text_column=text_column, threads=threads, backend=backend,
@@ -105,7 +106,10 @@ def embed_shards(artifact, shards: list[Path], out: Path, *, ray_address: str, w
     total = 0
     for shard in shards:
         src = str(shard.resolve())
-        ds = ray.data.read_json(src) if shard.suffix == ".jsonl" else ray.data.read_parquet(src)
+        # Reads reserve no CPU: they are I/O, and with every CPU held by an actor a 1-CPU read task would never
+        # be scheduled (seen on a 2-CPU cluster with 2 workers: the job waited forever).
+        read = ray.data.read_json if shard.suffix == ".jsonl" else ray.data.read_parquet
+        ds = read(src, ray_remote_args={"num_cpus": 0})
         expected = ds.count()
         done = embed_dataset(ds, artifact, **flags, id_column=id_field, text_column=text_field, workers=workers,
                              num_cpus=cpus_per_worker, batch_tokens=batch_tokens, backend=backend)
