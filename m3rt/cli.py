@@ -79,7 +79,8 @@ def _embed_corpus(args) -> None:
         state["rows"] = rows
 
     done = embed_corpus(args.artifact, args.input, out=args.out, ray_address=args.ray_address,
-                        workers=args.workers, cpus_per_worker=args.cpus_per_worker, dense=args.dense,
+                        workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                        gpus_per_worker=args.gpus_per_worker, dense=args.dense,
                         sparse=args.sparse, colbert=args.colbert,
                         batch_tokens=args.batch_tokens, id_field=args.id_field, text_field=args.text_field,
                         backend=args.backend, progress=report)
@@ -305,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--workers", type=int, default=1, help="with --ray-address: actors, one artifact each (default: 1)")
     ec.add_argument("--cpus-per-worker", type=float, default=1,
                     help="with --ray-address: CPUs Ray reserves per actor, its onnxruntime threads (default: 1)")
+    ec.add_argument("--gpus-per-worker", type=float, default=0,
+                    help="with --ray-address: GPUs per actor; above 0 the actors take a GPU backend (default: 0)")
     ec.add_argument("--dense", action="store_true", help="the dense vector (the default when none is chosen)")
     ec.add_argument("--sparse", action="store_true", help="the sparse weights (token ids and weights)")
     ec.add_argument("--colbert", action="store_true", help="the ColBERT vectors (packed float16)")

@@ -157,3 +157,15 @@ def test_artifact_fetched_over_http_once_and_verified(tiny_artifact, http_root, 
     assert not any((tmp_path / "other-cache" / "fetched").iterdir())  # nothing half-fetched left behind
     with pytest.raises(ArtifactError, match="cannot be fetched"):
         fetch_artifact(f"{url}/nothing-here", cache=tmp_path / "cache")
+
+
+def test_cli_embed_corpus(tiny_artifact, corpus_dir, tmp_path, capsys):
+    from m3rt.cli import main
+
+    assert main(["embed-corpus", str(tiny_artifact), str(corpus_dir), "--out", str(tmp_path / "out"),
+                 "--sparse", "--colbert"]) == 0
+    assert "76 rows in 3 shard(s)" in capsys.readouterr().err
+    table = pq.read_table(tmp_path / "out" / "a.parquet")
+    assert table.column_names == ["id", "sparse_token_ids", "sparse_weights", "colbert_count", "colbert_vectors"]
+    assert main(["embed-corpus", str(tiny_artifact), str(tmp_path / "nope"), "--out", str(tmp_path / "o2")]) == 1
+    assert "no such file or folder" in capsys.readouterr().err

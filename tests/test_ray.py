@@ -41,7 +41,11 @@ def cluster():
     """`ray start --head` and a second `ray start --address` on this machine: two raylets, one CPU each."""
     port = free_port()
     tmp = Path(tempfile.mkdtemp(prefix="m3rt-ray-"))
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_DEDUP_LOGS="0")
+    # One auth mode for the head, the second node and this driver, whatever token an earlier Ray run on this
+    # machine left in ~/.ray (a head that found one required it; the joining node did not send it).
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_DEDUP_LOGS="0", RAY_AUTH_MODE="disabled")
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     common = ["--num-cpus=1", "--disable-usage-stats"]
     head = [RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
             f"--temp-dir={tmp}", *common]
@@ -61,6 +65,10 @@ def cluster():
             ray.shutdown()
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(tmp, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
 
 
 def write_corpus(d: Path, shards: dict[str, int]) -> Path:

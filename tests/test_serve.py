@@ -209,3 +209,20 @@ def test_a_client_that_leaves_drops_its_queued_work(tiny_artifact):
         dropped = next(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("m3rt_dropped_requests_total"))
         texts = next(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("m3rt_batch_texts_sum"))
         assert dropped == 1 and texts == 1024  # only the busy request's texts were encoded
+
+
+def test_chunked_body_over_the_limit_is_413(live):
+    """No Content-Length to check first: the body is counted as it arrives and refused past the limit."""
+    def chunks():
+        piece = b'{"inputs": ["' + b"x" * 50_000
+        yield piece
+        for _ in range(10):
+            yield b"y" * 50_000
+        yield b'"]}'
+
+    r = httpx.post(f"{live}/embed", content=chunks(), headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 413 and r.json()["error_type"] == "Validation"
+    assert "over the limit of 200000" in r.json()["error"]
+    small = httpx.post(f"{live}/embed", content=iter([b'{"inputs": ', b'"hello"}']),
+                       headers={"content-type": "application/json"}, timeout=60)
+    assert small.status_code == 200 and len(small.json()) == 1

@@ -21,12 +21,13 @@ log = logging.getLogger("m3rt.corpus")
 
 
 def embed_corpus(artifact: str | Path, input: str | Path, *, out: str | Path, ray_address: str | None = None,
-                 workers: int = 1, cpus_per_worker: float = 1, dense: bool = False, sparse: bool = False,
+                 workers: int = 1, cpus_per_worker: float = 1, gpus_per_worker: float = 0, dense: bool = False, sparse: bool = False,
                  colbert: bool = False, batch_tokens: int | None = None, id_field: str = "id",
                  text_field: str = "text", backend: str = "auto", progress: Callable[[str, int], None] | None = None) -> dict:
     """Encode INPUT (a .jsonl / .parquet file, or a folder of them) into OUT/<shard>.parquet. Without
     ray_address, in this process; with one ("local": a new local Ray instance, "auto": the running cluster,
-    "ray://host:port": a remote one), on Ray Data with `workers` actors of `cpus_per_worker` CPUs each.
+    "ray://host:port": a remote one), on Ray Data with `workers` actors of `cpus_per_worker` CPUs (and
+    `gpus_per_worker` GPUs: a GPU backend) each.
     Outputs: dense when none is chosen.
     progress(shard name, rows written) after every chunk. Returns a summary (shards done / skipped, rows, s)."""
     from m3rt.artifact import fetch_artifact, read_manifest
@@ -61,7 +62,7 @@ def embed_corpus(artifact: str | Path, input: str | Path, *, out: str | Path, ra
         from m3rt.ray.data import embed_shards
 
         rows = embed_shards(artifact, todo, out, ray_address=ray_address, workers=workers,
-                            cpus_per_worker=cpus_per_worker, outputs=outputs,
+                            cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, outputs=outputs,
                             batch_tokens=batch_tokens, id_field=id_field, text_field=text_field, backend=backend,
                             progress=progress)
     return {"shards_done": [s.name for s in todo], "shards_skipped": skipped, "rows": rows,

@@ -69,7 +69,7 @@ class Embedder:
 
 def embed_dataset(ds, artifact: str | Path, *, dense: bool = False, sparse: bool = False, colbert: bool = False,
                   id_column: str = "id", text_column: str = "text", workers: int = 1, num_cpus: float = 1,
-                  num_gpus: float = 0, batch_rows: int = 256, batch_tokens: int | None = None,
+                  num_gpus: float = 0, batch_rows: int = 1024, batch_tokens: int | None = None,
                   backend: str = "auto"):
     """ds (columns id_column, text_column) -> a Dataset of the shard schema, computed by `workers` actors each
     holding `num_cpus` CPUs (its onnxruntime threads) and `num_gpus` GPUs (num_gpus > 0 picks a GPU backend
@@ -91,7 +91,7 @@ def embed_dataset(ds, artifact: str | Path, *, dense: bool = False, sparse: bool
 
 def embed_shards(artifact, shards: list[Path], out: Path, *, ray_address: str, workers: int, outputs: tuple,
                  batch_tokens, id_field: str, text_field: str, backend: str, cpus_per_worker: float = 1,
-                 progress=None) -> int:
+                 gpus_per_worker: float = 0, progress=None) -> int:
     """Each shard read by Ray Data, embedded by the actor pool, its rows streamed back to this driver and
     written as one output shard (corpus/shards.py: whole or not at all)."""
     ray = _ray()
@@ -112,7 +112,8 @@ def embed_shards(artifact, shards: list[Path], out: Path, *, ray_address: str, w
         ds = read(src, ray_remote_args={"num_cpus": 0})
         expected = ds.count()
         done = embed_dataset(ds, artifact, **flags, id_column=id_field, text_column=text_field, workers=workers,
-                             num_cpus=cpus_per_worker, batch_tokens=batch_tokens, backend=backend)
+                             num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, batch_tokens=batch_tokens,
+                             backend=backend)
         writer = ShardWriter(output_path(out, shard))
         seen: set = set()
         try:

@@ -30,7 +30,7 @@ class ServeSettings:
 
 
 def create_app(runtime, settings: ServeSettings = ServeSettings()):
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
     from pydantic import BaseModel, ConfigDict, Field
@@ -71,7 +71,8 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc):
-        return error(exc.status_code, str(exc.detail), "NotFound" if exc.status_code == 404 else "Http")
+        kind = {404: "NotFound", 413: "Validation"}.get(exc.status_code, "Http")
+        return error(exc.status_code, str(exc.detail), kind)
 
     @app.exception_handler(Exception)
     async def _unexpected(request, exc):  # a bug: still JSON, and counted
@@ -100,8 +101,22 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
                                  "Validation")
                 await response(scope, receive, send_status)
             else:
-                await self.app(scope, receive, send_status)
+                await self.app(scope, _counted(receive), send_status)
             metrics.request(scope["path"], status[0], time.perf_counter() - started)
+
+    def _counted(receive):
+        """receive, refusing a body (chunked: no Content-Length to check first) once past the limit: memory
+        stays bounded whatever a client streams. FastAPI passes the HTTPException on to the handler below."""
+        seen = [0]
+
+        async def counted():
+            message = await receive()
+            if message["type"] == "http.request":
+                seen[0] += len(message.get("body", b""))
+                if seen[0] > settings.max_body_bytes:
+                    raise HTTPException(413, f"body is over the limit of {settings.max_body_bytes} bytes")
+            return message
+        return counted
 
     app.add_middleware(LimitsAndMetrics)
 
