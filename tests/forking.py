@@ -50,3 +50,12 @@ def errors_in_threads(work, n: int) -> list[BaseException]:
     for t in threads:
         t.join()
     return errors
+
+
+def default_sigint() -> None:
+    """preexec_fn for a child that a test interrupts with SIGINT: a shell's background job (`cmd &`, nohup) starts
+    with SIGINT ignored, which a child inherits, and Python then installs no KeyboardInterrupt handler. The
+    test sends what Ctrl-C sends, so the child gets the default a terminal gives it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

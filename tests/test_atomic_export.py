@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from forking import default_sigint
 
 from m3rt.artifact import sha256_file
 from m3rt.errors import ExportBusyError, SourceError
@@ -153,7 +154,7 @@ def test_killed_export_leaves_the_previous_artifact(tiny_model_dir, previous, tm
     proc = subprocess.Popen(
         [sys.executable, "-m", "m3rt.cli", "export", str(tiny_model_dir), "--out", str(previous), "--overwrite",
          "--precision", "int8", "--no-enforce-fidelity"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     _wait_for(previous.parent, f".{previous.name}.m3rt-{stage}*", proc)
     proc.send_signal(sig)
     rc = proc.wait(timeout=120)

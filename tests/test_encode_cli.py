@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+from forking import default_sigint
 from m3rt.cli import build_parser, main
 
 WORDS = "search ranking the renard collection 北京 BM25 engine query document Быстрая".split()
@@ -122,7 +123,8 @@ def test_interrupted_encode_keeps_its_rows_and_resume_finishes(tiny_artifact, ru
     f.write_text("\n".join(texts) + "\n")
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "m3rt.cli", "encode", str(tiny_artifact), "--input", str(f),
-                             "--output", str(out), "--chunk-size", "200"], stderr=subprocess.PIPE)
+                             "--output", str(out), "--chunk-size", "200"], stderr=subprocess.PIPE,
+                            preexec_fn=default_sigint)
     deadline = time.monotonic() + 120
     while (not out.exists() or out.stat().st_size < 50_000) and time.monotonic() < deadline:
         time.sleep(0.02)
