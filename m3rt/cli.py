@@ -6,7 +6,6 @@ Errors are one line on stderr and a non-zero exit (M3RT_DEBUG=1 shows the traceb
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
