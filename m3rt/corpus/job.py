@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from m3rt.corpus import schema
-from m3rt.corpus.shards import ShardWriter, clean_leftovers, input_shards, output_path, read_rows
+from m3rt.corpus.shards import clean_leftovers, input_shards, output_path, read_rows, write_shard
 
 log = logging.getLogger("m3rt.corpus")
 
@@ -32,7 +32,7 @@ def embed_corpus(artifact: str | Path, input: str | Path, *, out: str | Path, ra
     progress(shard name, rows written) after every chunk. Returns a summary (shards done / skipped, rows, s)."""
     from m3rt.artifact import fetch_artifact, read_manifest
 
-    outputs = tuple(k for k, on in (("dense", dense), ("sparse", sparse), ("colbert", colbert)) if on) or ("dense",)
+    outputs = schema.outputs_of(dense, sparse, colbert)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     shards = input_shards(input)
@@ -75,8 +75,7 @@ def _in_process(artifact, shards, out, outputs, settings, batch_tokens, id_field
 
     total = 0
     with M3Runtime(artifact, backend=backend, max_batch_tokens=batch_tokens) as rt:
-        returns = {f"return_{'colbert_vecs' if o == 'colbert' else o}": o in outputs
-                   for o in ("dense", "sparse", "colbert")}
+        returns = schema.encode_flags(outputs)
         for shard in shards:
             pending: deque = deque()
             seen: set = set()
@@ -90,18 +89,12 @@ def _in_process(artifact, shards, out, outputs, settings, batch_tokens, id_field
                         pending.append(row_id)
                         yield text
 
-            writer = ShardWriter(output_path(out, shard))
-            try:
-                for enc in rt.iter_encode(texts(), **returns):
-                    writer.write(schema.to_table([pending.popleft() for _ in range(len(enc))], enc, settings))
-                    if progress is not None:
-                        progress(shard.name, writer.rows)
-                writer.commit(schema.empty_table(settings).schema)
-            except BaseException:
-                writer.abort()
-                raise
-            total += writer.rows
-            log.info("%s: %d rows -> %s", shard.name, writer.rows, writer.final)
+            tables = (schema.to_table([pending.popleft() for _ in range(len(enc))], enc, settings)
+                      for enc in rt.iter_encode(texts(), **returns))
+            rows = write_shard(output_path(out, shard), tables, settings,
+                               None if progress is None else lambda n, name=shard.name: progress(name, n))
+            total += rows
+            log.info("%s: %d rows -> %s", shard.name, rows, output_path(out, shard))
     return total
 
 

@@ -24,6 +24,17 @@ import numpy as np
 METADATA_KEY = b"m3rt"
 
 
+def outputs_of(dense: bool, sparse: bool, colbert: bool) -> tuple[str, ...]:
+    """The outputs a job writes: those asked for, dense when none is."""
+    return tuple(k for k, on in (("dense", dense), ("sparse", sparse), ("colbert", colbert)) if on) or ("dense",)
+
+
+def encode_flags(outputs: tuple[str, ...]) -> dict:
+    """M3Runtime's return_* arguments for `outputs`."""
+    return {"return_dense": "dense" in outputs, "return_sparse": "sparse" in outputs,
+            "return_colbert_vecs": "colbert" in outputs}
+
+
 def to_table(ids: list, enc, settings: dict):
     """One pyarrow Table of `enc` (an Encoded chunk) with its ids, the job's settings in the schema metadata."""
     import pyarrow as pa

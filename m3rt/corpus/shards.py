@@ -136,3 +136,24 @@ def clean_leftovers(out: Path) -> list[Path]:
     for p in gone:
         p.unlink(missing_ok=True)
     return gone
+
+
+def write_shard(final: Path, tables, settings: dict, progress=None) -> int:
+    """Write `tables` (an iterable of shard-schema pyarrow Tables; raising inside it aborts) as the shard `final`:
+    whole, with the job's settings in its metadata, or not at all. progress(rows so far) after each table.
+    Returns the rows written."""
+    from m3rt.corpus.schema import empty_table
+
+    empty = empty_table(settings)
+    writer = ShardWriter(final)
+    try:
+        for table in tables:
+            if table.num_rows:
+                writer.write(table.replace_schema_metadata(empty.schema.metadata))
+            if progress is not None:
+                progress(writer.rows)
+        writer.commit(empty.schema)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.rows

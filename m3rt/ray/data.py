@@ -39,14 +39,13 @@ class Embedder:
     def __init__(self, artifact, outputs, id_column, text_column, threads, backend, batch_tokens):
         from m3rt import M3Runtime
         from m3rt.artifact import read_manifest
-        from m3rt.corpus.schema import settings_for
+        from m3rt.corpus.schema import encode_flags, settings_for
 
         path = resolve_artifact(artifact)
         # Threads = the CPUs Ray reserved for this actor, so that actors on one node do not oversubscribe it.
         self.runtime = M3Runtime(path, backend=backend, max_batch_tokens=batch_tokens, intra_op_threads=threads)
         self.settings = settings_for(read_manifest(path, verify="once"), tuple(outputs))
-        self.returns = {f"return_{'colbert_vecs' if o == 'colbert' else o}": o in outputs
-                        for o in ("dense", "sparse", "colbert")}
+        self.returns = encode_flags(tuple(outputs))
         self.id_column, self.text_column = id_column, text_column
 
     def __call__(self, batch):
@@ -76,7 +75,9 @@ def embed_dataset(ds, artifact: str | Path, *, dense: bool = False, sparse: bool
     under backend="auto"). Outputs: dense when none is chosen. artifact: a path every node can read, or an
     http(s) URL each node fetches once."""
     ray = _ray()
-    outputs = tuple(k for k, on in (("dense", dense), ("sparse", sparse), ("colbert", colbert)) if on) or ("dense",)
+    from m3rt.corpus.schema import outputs_of
+
+    outputs = outputs_of(dense, sparse, colbert)
     if num_gpus and backend == "auto":
         backend = "auto-gpu"
     threads = max(1, int(num_cpus))
@@ -95,8 +96,8 @@ def embed_shards(artifact, shards: list[Path], out: Path, *, ray_address: str, w
     """Each shard read by Ray Data, embedded by the actor pool, its rows streamed back to this driver and
     written as one output shard (corpus/shards.py: whole or not at all)."""
     ray = _ray()
-    from m3rt.corpus.schema import empty_table, settings_for
-    from m3rt.corpus.shards import ShardWriter, output_path
+    from m3rt.corpus.schema import settings_for
+    from m3rt.corpus.shards import output_path, write_shard
     from m3rt.artifact import read_manifest
 
     if not ray.is_initialized():
@@ -114,28 +115,26 @@ def embed_shards(artifact, shards: list[Path], out: Path, *, ray_address: str, w
         done = embed_dataset(ds, artifact, **flags, id_column=id_field, text_column=text_field, workers=workers,
                              num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, batch_tokens=batch_tokens,
                              backend=backend)
-        writer = ShardWriter(output_path(out, shard))
-        seen: set = set()
-        try:
-            for table in done.iter_batches(batch_size=None, batch_format="pyarrow"):
-                ids = table.column("id").to_pylist()
-                fresh = [k for k, i in enumerate(ids) if i not in seen]
-                if len(fresh) < len(ids):
-                    log.warning("%s: %d rows handed over twice (a retried batch): kept once", shard.name,
-                                len(ids) - len(fresh))
-                    table = table.take(fresh)
-                seen.update(ids)
-                if table.num_rows:
-                    writer.write(table.replace_schema_metadata(empty_table(settings).schema.metadata))
-                if progress is not None:
-                    progress(shard.name, writer.rows)
-            if writer.rows != expected:
-                raise RuntimeError(f"{shard}: {expected} input rows but {writer.rows} distinct ids came out "
-                                   "(duplicate ids in the input?)")
-            writer.commit(empty_table(settings).schema)
-        except BaseException:
-            writer.abort()
-            raise
-        total += writer.rows
-        log.info("%s: %d rows -> %s", shard.name, writer.rows, writer.final)
+        rows = write_shard(output_path(out, shard), _once_each(done, shard, expected), settings,
+                           None if progress is None else lambda n, name=shard.name: progress(name, n))
+        total += rows
+        log.info("%s: %d rows -> %s", shard.name, rows, output_path(out, shard))
     return total
+
+
+def _once_each(done, shard: Path, expected: int):
+    """The embedded tables of a shard, each id once (a retried task can hand a batch over twice); raises at the
+    end, which aborts the shard, unless exactly `expected` distinct ids came out."""
+    seen: set = set()
+    for table in done.iter_batches(batch_size=None, batch_format="pyarrow"):
+        ids = table.column("id").to_pylist()
+        fresh = [k for k, i in enumerate(ids) if i not in seen]
+        if len(fresh) < len(ids):
+            log.warning("%s: %d rows handed over twice (a retried batch): kept once", shard.name,
+                        len(ids) - len(fresh))
+            table = table.take(fresh)
+        seen.update(ids)
+        yield table
+    if len(seen) != expected:
+        raise RuntimeError(f"{shard}: {expected} input rows but {len(seen)} distinct ids came out "
+                           "(duplicate ids in the input?)")

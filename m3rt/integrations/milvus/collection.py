@@ -162,15 +162,15 @@ class HybridCollection:
         reranked by ColBERT MaxSim. Returns [Hit] best first for one query, a list of them for a list."""
         from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
+        from m3rt.runtime.config import as_int
+        from m3rt.runtime.m3 import _check_texts
+
         one = isinstance(queries, str)
-        queries = [queries] if one else list(queries)
+        queries = [queries] if one else _check_texts(list(queries), "queries")
         if not queries:
             raise ValueError("queries is empty: nothing to search")
-        for i, q in enumerate(queries):
-            if not isinstance(q, str):
-                raise TypeError(f"queries[{i}] is {type(q).__name__}, expected str")
-        limit = _positive(limit, "limit")
-        candidates = max(limit, 50) if candidates is None else _positive(candidates, "candidates")
+        limit = as_int(limit, "limit", minimum=1)
+        candidates = max(limit, 50) if candidates is None else as_int(candidates, "candidates", minimum=1)
         if candidates < limit:
             raise ValueError(f"candidates ({candidates}) must be at least limit ({limit})")
         if ranker == "rrf":
@@ -235,9 +235,3 @@ def _client(client):
 
         return MilvusClient(client), True
     return client, False
-
-
-def _positive(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)

@@ -27,12 +27,11 @@ class M3EmbeddingFunction:
         M3Runtime.from_pretrained exports once into m3rt's cache (the export extra). device, use_fp16,
         normalize_embeddings and **kwargs go to M3Runtime (BGEM3FlagModel's arguments and RuntimeConfig's
         fields); with an open runtime they must be left at their defaults."""
+        from m3rt.runtime.config import as_int
         from m3rt.runtime.m3 import M3Runtime
 
         if not (return_dense or return_sparse or return_colbert_vecs):
             raise ValueError("nothing to return: set one of return_dense, return_sparse, return_colbert_vecs")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         options = dict(kwargs, devices=device, normalize_embeddings=normalize_embeddings, use_fp16=use_fp16)
         if isinstance(model_name, M3Runtime):
             given = {k: v for k, v in options.items()
@@ -51,7 +50,7 @@ class M3EmbeddingFunction:
             raise TypeError(f"model_name must be an artifact path, a model path or an M3Runtime, got "
                             f"{type(model_name).__name__}")
         self.model_name = model_name if not isinstance(model_name, M3Runtime) else str(model_name.manifest.root)
-        self.batch_size = int(batch_size)
+        self.batch_size = as_int(batch_size, "batch_size", minimum=1)
         self.normalize_embeddings = normalize_embeddings
         self.device = device
         self.use_fp16 = use_fp16
@@ -83,14 +82,13 @@ class M3EmbeddingFunction:
             self.runtime.close()
 
     def _encode(self, texts: Sequence[str], what: str) -> dict:
+        from m3rt.runtime.m3 import _check_texts
+
         if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
             raise TypeError(f"{what} must be a list of str, got {type(texts).__name__}")
         if len(texts) == 0:
             raise ValueError(f"{what} is empty: nothing to encode")
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"{what}[{i}] is {type(t).__name__}, expected str")
-        encoded = self.runtime.encode_native(texts, batch_size=self.batch_size, **self._returns)
+        encoded = self.runtime.encode_native(_check_texts(texts, what), batch_size=self.batch_size, **self._returns)
         out: dict = {}
         if encoded.dense is not None:
             out["dense"] = list(encoded.dense)
