@@ -399,12 +399,11 @@ def fetch_artifact(url: str, cache: str | Path | None = None, timeout: float = 6
         data = json.loads(raw)
     except ValueError:
         raise ArtifactError(f"{base}/{MANIFEST}: not JSON") from None
+    missing = [k for k in REQUIRED_KEYS if k not in data] if isinstance(data, dict) else []
     if not isinstance(data, dict):
         problem = "not a JSON object"
-    elif [k for k in REQUIRED_KEYS if k not in data]:
-        problem = f"missing keys {[k for k in REQUIRED_KEYS if k not in data]}"
     else:
-        problem = _structure_problem(data)
+        problem = f"missing keys {missing}" if missing else _structure_problem(data)
     if problem:
         raise ArtifactError(f"{base}/{MANIFEST}: {problem}")
     root = Path(cache) if cache is not None else cache_dir()
