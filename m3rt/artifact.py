@@ -169,6 +169,11 @@ class Manifest:
         return self.root / PROBE if PROBE in self.data["files"] else None
 
     @property
+    def fidelity_enforced(self) -> bool:
+        """Whether the export held this graph to its fidelity thresholds (not for random-weight TEST models)."""
+        return bool(self.data.get("validation", {}).get(self.precision, {}).get("enforced", True))
+
+    @property
     def export_cpu_class(self) -> str | None:
         return (self.data.get("export_cpu") or {}).get("class")
 

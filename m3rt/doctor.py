@@ -37,9 +37,10 @@ def _advice(report: dict, cpu) -> list[str]:
     if cpu.int8_exact:
         advice.append(f"CPU ({cpu.cls}): export --precision int8 for speed; int8 products are summed exactly here")
     elif cpu.arch.lower() in ("x86_64", "amd64"):
-        advice.append(f"CPU ({cpu.cls}, no VNNI): int8 runs through saturating 16-bit sums here, so an int8 "
-                      "artifact can give other numbers than on the machine that exported it; export int8 on this "
-                      "machine (its fidelity gate then measures this class) or use fp32")
+        advice.append(f"CPU ({cpu.cls}, no VNNI): export --precision int8 for speed. onnxruntime's default int8 "
+                      "kernels saturate 16-bit sums here; m3rt runs its exact ones instead (session."
+                      "x64quantprecision: u8 x u8 products), slower than the saturating ones but giving the same "
+                      "numbers as VNNI machines")
     else:
         advice.append(f"CPU ({cpu.cls}): fp32 is the reference; export int8 on this machine so that its fidelity "
                       "gate measures this class")

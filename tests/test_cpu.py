@@ -124,3 +124,20 @@ def test_int8_past_thresholds_on_another_class_is_refused_with_numbers(tiny_int8
     with pytest.raises(ArtifactError, match=r"some-other-class.*dense_min_cosine 0\.\d+ \(below 1.01\)"):
         M3Runtime(tiny_int8)
     assert M3Runtime(tiny_int8, check_cpu_class=False).cpu_check is None
+
+
+def test_int8_of_a_random_weight_model_past_thresholds_on_another_class_warns(tiny_model_dir, tmp_path, monkeypatch,
+                                                                              caplog):
+    """An export that recorded its misses without enforcing them (random-weight TEST models, `m3rt bench`) is
+    not held to them at load either: a warning with the numbers."""
+    from m3rt import M3Runtime, fidelity
+    from m3rt.export import export
+
+    art = export(tiny_model_dir, tmp_path / "a", precision="int8", enforce_fidelity=False)
+    _pretend_class(monkeypatch, "some-other-class")
+    monkeypatch.setitem(fidelity.THRESHOLDS, "int8", [("dense_min_cosine", "min", 1.01)])
+    with caplog.at_level("INFO", logger="m3rt.runtime"):
+        metrics = M3Runtime(art).cpu_check
+    assert metrics["dense_min_cosine"] < 1.01
+    assert "dense_min_cosine" in caplog.text and "NOT ENFORCED" in caplog.text
+    assert "within the thresholds" not in caplog.text

@@ -5,7 +5,6 @@ recordings against FlagEmbedding and a fresh export today."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from golden import GOLDEN_ARTIFACT, GOLDEN_TEXTS, load_golden
 

@@ -22,6 +22,8 @@ def machine_info() -> dict:
         "cpu": cpu.model,
         "cpu_class": cpu.cls,
         "cpu_flags": list(cpu.flags),
+        # Set by m3rt/testing/isa_mask.py: this CPU with the classes above cpu_class hidden, not such a CPU.
+        "isa_mask": os.environ.get("M3RT_ISA_MASK") or None,
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),

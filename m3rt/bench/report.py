@@ -30,7 +30,8 @@ def markdown(result: dict) -> str:
     lines = [
         f"# m3rt CPU benchmark: {result['name']}",
         "",
-        f"{result['date']} · {m['cpu']} (CPU class {m.get('cpu_class', 'not recorded')}), {m['cores']} cores, "
+        f"{result['date']} · {m['cpu']} (CPU class {m.get('cpu_class', 'not recorded')}"
+        f"{', CPUID-masked down to it' if m.get('isa_mask') else ''}), {m['cores']} cores, "
         f"{m['platform']} · commit {result['git_commit']}",
         "",
         f"- model: {result['model_label']}; every call computes all three outputs (dense, sparse, ColBERT)",

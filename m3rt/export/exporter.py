@@ -162,7 +162,12 @@ def _write_probe(fp32_graph: Path, path: Path, tokenizer) -> None:
 def _run_graph(graph: Path, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    from m3rt.runtime.config import RuntimeConfig
+    from m3rt.runtime.ort_cpu import session_options
+
+    # The runtime's own session settings: the fidelity measured is that of the arithmetic it will run.
+    session = ort.InferenceSession(str(graph), sess_options=session_options(RuntimeConfig()),
+                                   providers=["CPUExecutionProvider"])
     values = session.run(list(OUTPUT_NAMES), {"input_ids": ids, "attention_mask": mask})
     return dict(zip(OUTPUT_NAMES, values))
 

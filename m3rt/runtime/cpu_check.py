@@ -29,17 +29,30 @@ def check_int8_on_this_cpu(manifest: Manifest, engine) -> dict | None:
     this_class = cpu.detect().cls
     if manifest.export_cpu_class == this_class:
         return None
-    with np.load(manifest.probe_path) as probe:
-        ids, mask = probe["input_ids"], probe["attention_mask"]
-        reference = {name: probe[name] for name in OUTPUT_NAMES}
-    got = engine.run(ids, mask, OUTPUT_NAMES)
-    metrics = fidelity.measure(reference, got, ids, mask, manifest.sparse_skip_ids)
+    metrics = probe_fidelity(manifest, engine)
     failed = fidelity.past_thresholds(metrics, "int8")
     where = f"this CPU ({this_class}; the artifact was exported and checked on {manifest.export_cpu_class})"
     numbers = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    if failed and not manifest.fidelity_enforced:
+        # A TEST model with random weights: its export recorded misses without enforcing them either.
+        log.warning("int8 on %s: %s; NOT ENFORCED (its export was not held to the thresholds either)", where,
+                    ", ".join(failed))
+        return metrics
     if failed:
         raise ArtifactError(f"{manifest.root}: the int8 graph misses its fidelity thresholds on {where}: "
                             f"{', '.join(failed)}. Export int8 on this machine, use the fp32 artifact, or pass "
                             "check_cpu_class=False to load it anyway")
     log.info("int8 on %s: %s (within the thresholds)", where, numbers)
     return metrics
+
+
+def probe_fidelity(manifest: Manifest, engine) -> dict:
+    """The fidelity metrics of this engine's outputs on the artifact's probe batch, against the fp32 outputs
+    stored with it."""
+    from m3rt import fidelity
+
+    with np.load(manifest.probe_path) as probe:
+        ids, mask = probe["input_ids"], probe["attention_mask"]
+        reference = {name: probe[name] for name in OUTPUT_NAMES}
+    got = engine.run(ids, mask, OUTPUT_NAMES)
+    return fidelity.measure(reference, got, ids, mask, manifest.sparse_skip_ids)
