@@ -6,7 +6,7 @@ Rows, alternated over `rounds`: in-process (one runtime, onnxruntime on every co
 every core, Ray with one worker per core; Ray runs on a local instance started here (its start is not timed;
 each shard's actors start and load the artifact inside the timed run, as in a real job). Also the driver's own
 cost, the Parquet writing every output row passes through (timed alone on the in-process run's tables), for the
-scaling model. Writes ray-corpus.{json,md}.
+scaling model. Writes <name>.{json,md} (default ray-corpus).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--name", default="ray-corpus", help="result file name without extension")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "bench"))
@@ -101,8 +102,8 @@ def main() -> None:
     lines += ["", f"Driver: writing the {len(texts)} output rows ({out_bytes / 2**20:.1f} MiB of Parquet) alone took "
               f"{write_s:.2f} s: {len(texts) / write_s:,.0f} rows/s, {out_bytes / 2**20 / write_s:.0f} MiB/s."]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ray-corpus.json").write_text(json.dumps(record, indent=2) + "\n")
-    (args.out / "ray-corpus.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (args.out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -169,3 +169,41 @@ def test_cli_embed_corpus(tiny_artifact, corpus_dir, tmp_path, capsys):
     assert table.column_names == ["id", "sparse_token_ids", "sparse_weights", "colbert_count", "colbert_vectors"]
     assert main(["embed-corpus", str(tiny_artifact), str(tmp_path / "nope"), "--out", str(tmp_path / "o2")]) == 1
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_shard_pieces_read_back_to_the_whole_shard(tmp_path):
+    """The pieces the Ray path reads on their own (index_chunks, read_chunk, coarsen) give read_rows' rows,
+    with blank lines skipped and line numbers kept for errors."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from m3rt.corpus.shards import index_chunks, read_chunk, read_rows
+    from m3rt.ray.data import coarsen
+
+    lines = [json.dumps({"id": i, "text": f"row {i} é"}) if i % 5 else "  \u3000" for i in range(23)]
+    src = tmp_path / "s.jsonl"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    whole = [p for batch in read_rows(src, "id", "text") for p in batch]
+    for rows in (1, 3, 64):
+        chunks = index_chunks(src, rows)
+        assert sum(c[-1] for c in chunks) == len(whole) == 18
+        for pieces in (chunks, coarsen(chunks, 7)):
+            assert [p for c in pieces for p in read_chunk(src, c, "id", "text")] == whole
+    assert all(c[-1] <= 7 for c in coarsen(index_chunks(src, 3), 7))
+    pq.write_table(pa.table({"id": list(range(10)), "text": [f"t{i}" for i in range(10)]}), tmp_path / "p.parquet",
+                   row_group_size=4)
+    groups = index_chunks(tmp_path / "p.parquet", 64)
+    assert groups == [(0, 4), (1, 4), (2, 2)]
+    assert [p for g in groups for p in read_chunk(tmp_path / "p.parquet", g, "id", "text")] == \
+        [p for b in read_rows(tmp_path / "p.parquet", "id", "text") for p in b]
+
+
+def test_invalid_utf8_in_a_shard_is_named_by_line(tmp_path):
+    from m3rt.corpus.shards import index_chunks, read_chunk, read_rows
+
+    src = tmp_path / "s.jsonl"
+    src.write_bytes(b'{"id": 1, "text": "ok"}\n{"id": 2, "text": "bad \xff"}\n')
+    with pytest.raises(ValueError, match=r"s\.jsonl:2: not UTF-8"):
+        list(read_rows(src, "id", "text"))
+    with pytest.raises(ValueError, match=r"s\.jsonl:2: not UTF-8"):
+        read_chunk(src, index_chunks(src, 64)[0], "id", "text")

@@ -46,7 +46,10 @@ def run_masked(mask: str, lib, code: str, *args: str) -> dict:
 SEEN = """
 import json
 import numpy as np
-from numpy._core._multiarray_umath import __cpu_features__ as f
+try:
+    from numpy._core._multiarray_umath import __cpu_features__ as f
+except ImportError:  # numpy 1.x
+    from numpy.core._multiarray_umath import __cpu_features__ as f
 from m3rt.runtime.cpu import detect
 print(json.dumps({"class": detect().cls, "numpy": {k: f[k] for k in ("AVX2", "AVX512F", "AVX512_ICL", "AVX512_SPR")}}))
 """

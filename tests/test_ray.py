@@ -89,11 +89,19 @@ def read_out(out: Path) -> dict:
 
 
 def test_ray_data_equals_in_process(cluster, tiny_artifact, tmp_path):
-    src = write_corpus(tmp_path / "in", {"s0": 120, "s1": 80})
+    """Three shards in one Dataset (one of them empty, one Parquet), routed back to their own outputs."""
+    src = write_corpus(tmp_path / "in", {"s0": 120, "s1": 50, "s2": 0})
+    pq.write_table(pa.table({"id": list(range(170, 200)), "text": [f"parquet row {k} {WORDS[k % 12]}" for k in
+                                                                    range(30)]}), src / "s3.parquet")
     kw = dict(dense=True, sparse=True, colbert=True)
     local = embed_corpus(tiny_artifact, src, out=tmp_path / "local", **kw)
     on_ray = embed_corpus(tiny_artifact, src, out=tmp_path / "ray", ray_address=cluster, workers=2, **kw)
-    assert local["rows"] == on_ray["rows"] == 200 and on_ray["shards_done"] == ["s0.jsonl", "s1.jsonl"]
+    names = ["s0.jsonl", "s1.jsonl", "s2.jsonl", "s3.parquet"]
+    assert local["rows"] == on_ray["rows"] == 200 and on_ray["shards_done"] == names
+    for name, rows in zip(names, (120, 50, 0, 30)):  # each row in its own shard's output
+        out_ids = [sorted(pq.read_table(tmp_path / d / f"{name.split('.')[0]}.parquet").column("id").to_pylist())
+                   for d in ("local", "ray")]
+        assert out_ids[0] == out_ids[1] and len(out_ids[1]) == rows, name
     a, b = read_out(tmp_path / "local"), read_out(tmp_path / "ray")
     assert a["id"] == b["id"] == list(range(200))
     np.testing.assert_allclose(np.array(a["dense"]), np.array(b["dense"]), atol=1e-5)
@@ -105,7 +113,28 @@ def test_ray_data_equals_in_process(cluster, tiny_artifact, tmp_path):
         np.testing.assert_allclose(np.frombuffer(x, "<f2").astype(np.float32),
                                    np.frombuffer(y, "<f2").astype(np.float32), atol=2e-3)
     again = embed_corpus(tiny_artifact, src, out=tmp_path / "ray", ray_address=cluster, workers=2, **kw)
-    assert again["shards_skipped"] == ["s0.jsonl", "s1.jsonl"] and again["rows"] == 0
+    assert again["shards_skipped"] == names and again["rows"] == 0
+
+
+def test_embed_dataset_returns_the_embeddings_and_kept_columns(cluster, runtime, tiny_artifact):
+    from m3rt.ray import embed_dataset
+
+    items = [{"id": i, "text": " ".join(WORDS[: i + 1]), "lang": f"l{i % 3}"} for i in range(10)]
+    ds = embed_dataset(ray.data.from_items(items), str(tiny_artifact), dense=True, keep_columns=("lang",), workers=1)
+    rows = sorted(ds.take_all(), key=lambda r: r["id"])
+    assert [r["lang"] for r in rows] == [it["lang"] for it in items]
+    want = runtime.encode([it["text"] for it in items])["dense_vecs"]
+    np.testing.assert_allclose(np.array([r["dense"] for r in rows]), want, atol=1e-5)
+
+
+def test_a_bad_row_on_ray_is_named_by_file_and_line(cluster, tiny_artifact, tmp_path):
+    """The reader's own message, not Ray's remote-traceback header; no partial output left."""
+    src = write_corpus(tmp_path / "in", {"a": 20})
+    (src / "b.jsonl").write_text('{"id": 100, "text": "x"}\n{"id": 101, "text": 5}\n')
+    with pytest.raises(ValueError, match=r"b\.jsonl:2: 'text' must be a string, got int"):
+        embed_corpus(tiny_artifact, src, out=tmp_path / "out", ray_address=cluster, workers=2)
+    assert not (tmp_path / "out" / "b.parquet").exists()
+    assert not list((tmp_path / "out").glob(".*.tmp-*"))
 
 
 def _embedder_pids() -> list[int]:

@@ -43,10 +43,18 @@ def read_rows(shard: Path, id_field: str, text_field: str, batch_rows: int = 409
         yield from _parquet_rows(shard, id_field, text_field, batch_rows)
 
 
-def _jsonl_rows(shard, id_field, text_field, batch_rows):
-    batch = []
-    with open(shard, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+def _jsonl_rows(shard, id_field, text_field, batch_rows, offset=0, first_line=1, limit=None):
+    """From byte `offset` (the start of line `first_line`), at most `limit` rows."""
+    batch, done = [], 0
+    with open(shard, "rb") as f:
+        f.seek(offset)
+        for n, raw in enumerate(f, first_line):
+            if limit is not None and done == limit:
+                break
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{shard}:{n}: not UTF-8 ({e.reason} at byte {e.start} of the line)") from None
             if not line.strip():
                 continue
             try:
@@ -54,11 +62,56 @@ def _jsonl_rows(shard, id_field, text_field, batch_rows):
             except json.JSONDecodeError as e:
                 raise ValueError(f"{shard}:{n}: not valid JSON ({e.msg})") from None
             batch.append(_pair(obj, id_field, text_field, f"{shard}:{n}"))
+            done += 1
             if len(batch) == batch_rows:
                 yield batch
                 batch = []
     if batch:
         yield batch
+
+
+def index_chunks(shard: Path, chunk_rows: int) -> list[tuple]:
+    """The shard cut into pieces that read_chunk reads on their own: JSONL every chunk_rows rows, as (byte
+    offset, line number, rows); Parquet by row group, as (row group, rows)."""
+    if shard.suffix == ".jsonl":
+        chunks, offset, start, first, rows = [], 0, 0, 1, 0
+        with open(shard, "rb") as f:
+            for n, raw in enumerate(f, 1):
+                if raw.decode("utf-8", "replace").strip():  # blank as _jsonl_rows sees it
+                    if rows == 0:
+                        start, first = offset, n
+                    rows += 1
+                    if rows == chunk_rows:
+                        chunks.append((start, first, rows))
+                        rows = 0
+                offset += len(raw)
+        if rows:
+            chunks.append((start, first, rows))
+        return chunks
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(shard).metadata
+    return [(g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups) if meta.row_group(g).num_rows]
+
+
+def read_chunk(shard: Path, chunk: tuple, id_field: str, text_field: str) -> list[tuple]:
+    """The (id, text) pairs of one index_chunks piece, checked as read_rows checks them."""
+    if shard.suffix == ".jsonl":
+        offset, first, rows = chunk
+        return [p for batch in _jsonl_rows(shard, id_field, text_field, rows, offset, first, rows) for p in batch]
+    import pyarrow.parquet as pq
+
+    group = chunk[0]
+    f = pq.ParquetFile(shard)
+    names = f.schema_arrow.names
+    for field in (id_field, text_field):
+        if field not in names:
+            raise ValueError(f"{shard}: no column {field!r} (columns: {', '.join(names)})")
+    first = sum(f.metadata.row_group(g).num_rows for g in range(group))
+    table = f.read_row_group(group, columns=[id_field, text_field])
+    ids, texts = table.column(0).to_pylist(), table.column(1).to_pylist()
+    return [_pair({id_field: i, text_field: t}, id_field, text_field, f"{shard} row {first + k}")
+            for k, (i, t) in enumerate(zip(ids, texts))]
 
 
 def _parquet_rows(shard, id_field, text_field, batch_rows):
