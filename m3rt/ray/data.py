@@ -123,7 +123,7 @@ def embed_shards(artifact, shards: list[Path], out: Path, *, ray_address: str, w
     """Every pending shard in ONE Dataset, so that the actor pool starts (and loads the artifact) once and
     stays busy across shard boundaries; each row carries its shard's path back to this driver, which writes it
     into that shard's output (corpus/shards.py: whole or not at all) and commits the shard as soon as all its
-    rows are out (counted beforehand by zero-CPU tasks), so a crash keeps every shard committed by then.
+    rows are out (indexed beforehand by zero-CPU tasks), so a crash keeps every shard committed by then.
     Returns the rows written."""
     ray = _ray()
     from m3rt.artifact import read_manifest
