@@ -177,8 +177,7 @@ def test_shard_pieces_read_back_to_the_whole_shard(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from m3rt.corpus.shards import index_chunks, read_chunk, read_rows
-    from m3rt.ray.data import coarsen
+    from m3rt.corpus.shards import coarsen, index_chunks, read_chunk, read_rows
 
     lines = [json.dumps({"id": i, "text": f"row {i} é"}) if i % 5 else "  \u3000" for i in range(23)]
     src = tmp_path / "s.jsonl"

@@ -39,7 +39,7 @@ def to_table(ids: list, enc, settings: dict):
     """One pyarrow Table of `enc` (an Encoded chunk) with its ids, the job's settings in the schema metadata."""
     import pyarrow as pa
 
-    cols = {"id": _ids(ids)}
+    cols = {"id": id_array(ids)}
     if enc.dense is not None:
         cols["dense"] = pa.ListArray.from_arrays(
             pa.array(np.arange(0, enc.dense.size + 1, enc.dense.shape[1], dtype=np.int32)),
@@ -61,7 +61,8 @@ def to_table(ids: list, enc, settings: dict):
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(settings, sort_keys=True).encode()})
 
 
-def _ids(ids: list):
+def id_array(ids: list):
+    """ids as one Arrow column: int64 when all are integers, string when all are strings."""
     import pyarrow as pa
 
     if all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):

@@ -94,6 +94,21 @@ def index_chunks(shard: Path, chunk_rows: int) -> list[tuple]:
     return [(g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups) if meta.row_group(g).num_rows]
 
 
+def coarsen(chunks: list[tuple], rows: int) -> list[tuple]:
+    """index_chunks' JSONL pieces (offset, line, n) merged into consecutive runs of up to `rows` rows; Parquet
+    row groups as they are."""
+    if not chunks or len(chunks[0]) != 3:
+        return chunks
+    merged = [chunks[0]]
+    for offset, line, n in chunks[1:]:
+        start, first, have = merged[-1]
+        if have + n <= rows:
+            merged[-1] = (start, first, have + n)
+        else:
+            merged.append((offset, line, n))
+    return merged
+
+
 def read_chunk(shard: Path, chunk: tuple, id_field: str, text_field: str) -> list[tuple]:
     """The (id, text) pairs of one index_chunks piece, checked as read_rows checks them."""
     if shard.suffix == ".jsonl":

@@ -138,15 +138,16 @@ def embed_shards(artifact, shards: list[Path], out: Path, *, ray_address: str, w
     by_name = {s.name: s for s in shards}
     # The index and the reads reserve no CPU: they are I/O, and with every CPU held by an actor a 1-CPU task
     # would never be scheduled (seen on a 2-CPU cluster with 2 workers: the job waited forever).
-    from m3rt.corpus.shards import index_chunks
+    from m3rt.corpus.shards import coarsen, index_chunks
 
     batch_rows = batch_rows or (BATCH_ROWS_GPU if gpus_per_worker else BATCH_ROWS_CPU)
     index = ray.remote(num_cpus=0)(index_chunks)
-    fine = dict(zip(by_name, ray.get([index.remote(s.resolve(), batch_rows) for s in shards])))
+    paths = {name: s.resolve() for name, s in by_name.items()}
+    fine = dict(zip(paths, ray.get([index.remote(p, batch_rows) for p in paths.values()])))
     expected = {name: sum(c[-1] for c in chunks) for name, chunks in fine.items()}
     # At least CHUNKS_PER_WORKER pieces per actor, so that the last ones leave little idle time.
     piece_rows = max(batch_rows, -(-sum(expected.values()) // (workers * CHUNKS_PER_WORKER)))
-    pieces = [(str(by_name[name].resolve()), chunk) for name, chunks in fine.items()
+    pieces = [(str(paths[name]), chunk) for name, chunks in fine.items()
               for chunk in coarsen(chunks, piece_rows)]
     flags = {o: o in outputs for o in ("dense", "sparse", "colbert")}
     rows = _read_pieces(ray, pieces, id_field, text_field, readers=max(2, workers))
@@ -192,21 +193,6 @@ def _wait_for_free(ray, cpus: float, gpus: float, timeout_s: float = 10.0) -> No
         time.sleep(0.1)
 
 
-def coarsen(chunks: list[tuple], rows: int) -> list[tuple]:
-    """index_chunks' JSONL pieces (offset, line, n) merged into consecutive runs of up to `rows` rows; Parquet
-    row groups as they are."""
-    if not chunks or len(chunks[0]) != 3:
-        return chunks
-    merged = [chunks[0]]
-    for offset, line, n in chunks[1:]:
-        start, first, have = merged[-1]
-        if have + n <= rows:
-            merged[-1] = (start, first, have + n)
-        else:
-            merged.append((offset, line, n))
-    return merged
-
-
 def _read_pieces(ray, pieces: list[tuple], id_field: str, text_field: str, readers: int):
     """One Dataset of (id, text, shard path): one zero-CPU task and one block per piece. One block per piece
     matters: Ray Data hands an actor whole blocks, and merges what one task yields into blocks of up to
@@ -226,21 +212,17 @@ def read_piece(batch, id_field: str, text_field: str):
     only the text."""
     import pyarrow as pa
 
+    from m3rt.corpus.schema import id_array
     from m3rt.corpus.shards import read_chunk
 
     path, chunk = batch.column("file")[0].as_py(), tuple(json.loads(batch.column("chunk")[0].as_py()))
     ids, texts = zip(*read_chunk(Path(path), chunk, id_field, text_field))
-    yield pa.table({id_field: _id_array(ids, path), text_field: pa.array(texts, pa.string()),
-                    SHARD_COLUMN: pa.array([path] * len(ids), pa.string())})
-
-
-def _id_array(ids, path: str):
-    import pyarrow as pa
-
     try:
-        return pa.array(ids)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        raise ValueError(f"{path}: ids mix integers and strings") from None
+        id_column = id_array(ids)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    yield pa.table({id_field: id_column, text_field: pa.array(texts, pa.string()),
+                    SHARD_COLUMN: pa.array([path] * len(ids), pa.string())})
 
 
 def _write_by_shard(tables, by_name: dict, expected: dict, out: Path, settings: dict, progress) -> int:
