@@ -26,7 +26,7 @@ LAYERS, HIDDEN = 24, 1024
 PRECISION_PAIR = """
 import json, sys, time
 import numpy as np, onnxruntime as ort
-from m3rt.runtime.ort_cpu import int8_saturates_here
+from m3rt.runtime.ort_session import int8_saturates_here
 graph = sys.argv[1]
 ids = np.random.default_rng(0).integers(5, 30000, size=(1, 128)).astype(np.int64)
 ids[0, 0], ids[0, -1] = 0, 2

@@ -5,8 +5,8 @@
 
 from m3rt.errors import ArtifactError, BackendError, ExportValidationError, M3RTError, SourceError
 from m3rt.runtime import M3Runtime, RuntimeConfig
+from m3rt.version import __version__
 
-__version__ = "0.1.0"
 __all__ = [
     "M3Runtime", "RuntimeConfig", "M3RTError", "ArtifactError", "SourceError", "ExportValidationError",
     "BackendError", "__version__",

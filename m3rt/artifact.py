@@ -137,6 +137,55 @@ class Manifest:
         return changed
 
     @property
+    def source(self) -> str:
+        """What was exported: a model directory or a hub id, as given to `m3rt export`."""
+        return str(self.data["source"])
+
+    @property
+    def model_type(self) -> str:
+        return str(self.data["model_type"])
+
+    @property
+    def opset(self) -> int:
+        return int(self.data["opset"])
+
+    @property
+    def graph(self) -> str:
+        return str(self.data["graph"])
+
+    @property
+    def external_data(self) -> str | None:
+        return self.data.get("external_data")
+
+    @property
+    def graph_sha256(self) -> str:
+        """The graph's checksum: what the numbers an artifact gives depend on."""
+        return str(self.data["files"][self.data["graph"]])
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        """Special tokens by role (cls, eos, pad, unk, ...) -> id."""
+        return {str(k): int(v) for k, v in self.data["special_ids"].items()}
+
+    @property
+    def validation(self) -> dict:
+        """The export's validation report (against PyTorch; int8 / fp16 fidelity against fp32)."""
+        return dict(self.data["validation"])
+
+    @property
+    def export_cpu(self) -> dict | None:
+        cpu = self.data.get("export_cpu")
+        return dict(cpu) if isinstance(cpu, dict) else None
+
+    @property
+    def created(self) -> str | None:
+        return self.data.get("created")
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return dict(self.data["versions"])
+
+    @property
     def graph_path(self) -> Path:
         return self.root / self.data["graph"]
 
@@ -175,7 +224,7 @@ class Manifest:
 
     @property
     def export_cpu_class(self) -> str | None:
-        return (self.data.get("export_cpu") or {}).get("class")
+        return (self.export_cpu or {}).get("class")
 
     @property
     def attention(self) -> str:
@@ -384,6 +433,16 @@ def _structure_problem(data: dict[str, Any]) -> str | None:
 def verify_artifact(root: str | Path) -> Manifest:
     """Re-hash every file of the artifact against its manifest, whatever a verified-once record says."""
     return read_manifest(root, verify="always")
+
+
+def is_url(artifact) -> bool:
+    return isinstance(artifact, str) and artifact.startswith(("http://", "https://"))
+
+
+def resolve_artifact(artifact: str | Path) -> Path:
+    """An artifact given as a local path (a shared filesystem's, on a cluster) as is; an http(s) URL fetched
+    once into this machine's cache (fetch_artifact)."""
+    return fetch_artifact(artifact) if is_url(artifact) else Path(artifact)
 
 
 def fetch_artifact(url: str, cache: str | Path | None = None, timeout: float = 60.0) -> Path:

@@ -26,7 +26,7 @@ WAIT_S = 3600  # for another process exporting the same artifact
 def cached_artifact(source: str | Path, *, precision: str = "fp32", attention: str = "fused",
                     cache_dir: str | Path | None = None) -> Path:
     """The cached artifact of `source` at `precision`, exported into the cache first if it is not there."""
-    from m3rt import __version__
+    from m3rt.version import __version__
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")

@@ -59,7 +59,7 @@ def test_shards_hold_the_runtime_outputs(runtime, tiny_artifact, corpus_dir, tmp
                                       table.column("sparse_weights").to_pylist(), want["lexical_weights"]):
             assert dict(zip(map(str, got_ids), got_w)) == pytest.approx({k: float(v) for k, v in lw.items()},
                                                                       abs=1e-6)
-        for got, ref in zip(colbert_rows(table, runtime.manifest.dims.colbert), want["colbert_vecs"]):
+        for got, ref in zip(colbert_rows(table), want["colbert_vecs"]):
             assert got.dtype == np.float16 and got.shape == ref.shape
             np.testing.assert_allclose(got.astype(np.float32), ref, atol=2e-3)
 

@@ -116,7 +116,8 @@ def test_int8_on_another_class_is_remeasured_at_load(tiny_int8, monkeypatch):
 
 
 def test_int8_past_thresholds_on_another_class_is_refused_with_numbers(tiny_int8, monkeypatch):
-    from m3rt import M3Runtime, fidelity
+    from m3rt import M3Runtime
+    from m3rt.runtime import fidelity
     from m3rt.errors import ArtifactError
 
     _pretend_class(monkeypatch, "some-other-class")
@@ -130,7 +131,8 @@ def test_int8_of_a_random_weight_model_past_thresholds_on_another_class_warns(ti
                                                                               caplog):
     """An export that recorded its misses without enforcing them (random-weight TEST models, `m3rt bench`) is
     not held to them at load either: a warning with the numbers."""
-    from m3rt import M3Runtime, fidelity
+    from m3rt import M3Runtime
+    from m3rt.runtime import fidelity
     from m3rt.export import export
 
     art = export(tiny_model_dir, tmp_path / "a", precision="int8", enforce_fidelity=False)

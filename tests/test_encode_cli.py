@@ -106,12 +106,16 @@ def test_precision_digits_npy_and_parquet(tiny_artifact, runtime, tmp_path, caps
     pq = pytest.importorskip("pyarrow.parquet")
     assert main(["encode", str(tiny_artifact), "--input", str(f), "--format", "parquet", "--sparse", "--colbert",
                  "--chunk-size", "8", "--output", str(tmp_path / "d.parquet")]) == 0
-    table = pq.read_table(tmp_path / "d.parquet").to_pydict()
-    assert table["index"] == list(range(30))
+    from m3rt.corpus.schema import colbert_rows
+
+    arrow = pq.read_table(tmp_path / "d.parquet")
+    table = arrow.to_pydict()
+    assert table["id"] == list(range(30))  # no ids in the input: the row's index
+    vectors = colbert_rows(arrow)
     for i in (0, 17, 29):
-        assert [str(t) for t in table["lexical_ids"][i]] == list(ref["lexical_weights"][i])
-        np.testing.assert_allclose(table["lexical_weights"][i], list(ref["lexical_weights"][i].values()), atol=1e-6)
-        np.testing.assert_allclose(np.array(table["colbert_vecs"][i]), ref["colbert_vecs"][i], atol=1e-6)
+        assert [str(t) for t in table["sparse_token_ids"][i]] == list(ref["lexical_weights"][i])
+        np.testing.assert_allclose(table["sparse_weights"][i], list(ref["lexical_weights"][i].values()), atol=1e-6)
+        np.testing.assert_array_equal(vectors[i], ref["colbert_vecs"][i])  # float32, exact
     assert main(["encode", str(tiny_artifact), "hi", "--format", "npy", "--sparse", "--output",
                  str(tmp_path / "x.npy")]) == 1
     assert "npy holds dense vectors only" in capsys.readouterr().err

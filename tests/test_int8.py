@@ -90,7 +90,7 @@ def test_bert_backbone_matches_flagembedding(minilm_m3_dir, minilm_artifacts):
 
 def test_int8_below_threshold_fails_naming_the_metric(tiny_model_dir, tmp_path, monkeypatch):
     from m3rt.errors import ExportValidationError
-    from m3rt import fidelity
+    from m3rt.runtime import fidelity
     from m3rt.export import export
 
     monkeypatch.setitem(fidelity.THRESHOLDS, "int8", [("dense_min_cosine", "min", 1.01)])

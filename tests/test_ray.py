@@ -161,13 +161,18 @@ def test_worker_killed_mid_job_loses_and_repeats_nothing(cluster, tiny_artifact,
             os.kill(pids[0], signal.SIGKILL)
             killed.append(pids[0])
 
-    from m3rt.ray.data import embed_shards
+    from m3rt.artifact import read_manifest
+    from m3rt.corpus.ray_data import embed_shards
+    from m3rt.corpus.schema import settings_for
     from m3rt.corpus.shards import input_shards
+    from m3rt.runtime.outputs import Outputs
 
     out = tmp_path / "out"
     out.mkdir()
+    outputs = Outputs(dense=True, sparse=True)
     rows = embed_shards(str(tiny_artifact), input_shards(src), out, ray_address=cluster, workers=2,
-                        outputs=("dense", "sparse"), batch_tokens=None, id_field="id", text_field="text",
+                        settings=settings_for(read_manifest(tiny_artifact), outputs),
+                        outputs=outputs, batch_tokens=None, id_field="id", text_field="text",
                         backend="auto", progress=kill_one)
     assert killed and rows == 3000
     ids = pq.read_table(out / "big.parquet").column("id").to_pylist()
@@ -178,7 +183,7 @@ def test_ray_serve_two_replicas_answer_like_the_embedded_runtime(cluster, runtim
     import httpx
     from ray import serve
 
-    from m3rt.ray.serve import deploy
+    from m3rt.ray import deploy
 
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
     port = free_port()

@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 @pytest.fixture(scope="module")
 def api_schema(tiny_artifact):
     from m3rt import M3Runtime
-    from m3rt.serve.app import ServeSettings, create_app
+    from m3rt.serve import ServeConfig
+    from m3rt.serve.app import create_app
 
-    app = create_app(M3Runtime(tiny_artifact), ServeSettings(max_texts_per_request=16))
+    app = create_app(M3Runtime(tiny_artifact), ServeConfig(max_texts_per_request=16))
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

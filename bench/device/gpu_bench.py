@@ -227,8 +227,8 @@ def _time_cuda_graph(manifest, inputs, reps: int, cfg: dict) -> dict[str, float]
     import onnxruntime as ort
 
     from m3rt.runtime.config import RuntimeConfig
-    from m3rt.runtime.ort_cpu import session_options
-    from m3rt.runtime.ort_cuda import _BoundShape
+    from m3rt.runtime.ort_session import session_options
+    from m3rt.runtime.ort_cuda import BoundShape
 
     times = {}
     for (b, s), (ids, mask) in inputs.items():
@@ -237,7 +237,7 @@ def _time_cuda_graph(manifest, inputs, reps: int, cfg: dict) -> dict[str, float]
                                     providers=[("CUDAExecutionProvider", {"device_id": 0, "enable_cuda_graph": "1"})])
         shapes = {"dense_vecs": (b, cfg["hidden_size"]), "sparse_weights": (b, s),
                   "colbert_vecs": (b, s - 1, cfg["hidden_size"])}
-        bound = _BoundShape(sess, "cuda", 0, {"input_ids": ids, "attention_mask": mask},
+        bound = BoundShape(sess, "cuda", 0, {"input_ids": ids, "attention_mask": mask},
                             {n: np.empty(shape, np.float32) for n, shape in shapes.items()})
         times.update(_time_grid(lambda i, m: bound.run({"input_ids": i, "attention_mask": m}), {(b, s): (ids, mask)},
                                 reps))
@@ -249,7 +249,7 @@ def _fp32_session(manifest):
     import onnxruntime as ort
 
     from m3rt.runtime.config import RuntimeConfig
-    from m3rt.runtime.ort_cpu import session_options
+    from m3rt.runtime.ort_session import session_options
 
     # TF32 off: the reference must be true fp32.
     sess = ort.InferenceSession(str(manifest.graph_path), sess_options=session_options(RuntimeConfig()),
@@ -261,7 +261,7 @@ def _fp32_session(manifest):
 
 def _fidelity(engine, ref_session, torch_run, manifest, cfg, rng, deadline) -> list[dict]:
     from m3rt.artifact import OUTPUT_NAMES
-    from m3rt import fidelity
+    from m3rt.runtime import fidelity
     from m3rt.runtime.tokenize import TextTokenizer
 
     tok = TextTokenizer(manifest.tokenizer_path, manifest.pad_id)
@@ -305,7 +305,7 @@ def _fidelity(engine, ref_session, torch_run, manifest, cfg, rng, deadline) -> l
 
 def _runtime_end_to_end(fp16_dir: Path, fp32_dir: Path) -> dict:
     from m3rt import M3Runtime
-    from m3rt.fidelity import FIDELITY_TEXTS
+    from m3rt.runtime.fidelity import FIDELITY_TEXTS
 
     texts = FIDELITY_TEXTS * 4
     gpu = M3Runtime(fp16_dir, backend="onnxruntime-cuda")

@@ -4,17 +4,12 @@ is generated from its fields (their help and choices in the field metadata), so 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from m3rt.bench.backends import BACKENDS, check_names
 from m3rt.bench.models import PRESETS
-
-
-def _opt(default, help: str, **meta):
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: tuple(default), metadata={"help": help, **meta})
-    return field(default=default, metadata={"help": help, **meta})
+from m3rt.options import option
 
 
 def default_out() -> Path:
@@ -26,27 +21,25 @@ def default_out() -> Path:
 
 @dataclass(frozen=True)
 class BenchOptions:
-    preset: str | None = _opt(None, "TEST model to build: tiny (seconds) or the bge-m3 shape with random weights "
+    preset: str | None = option(None, "TEST model to build: tiny (seconds) or the bge-m3 shape with random weights "
                                     "(~2.3 GB); default tiny unless --model is given", choices=PRESETS)
-    model: str | None = _opt(None, "a local model directory in the BAAI/bge-m3 layout instead of a preset")
-    out: str | None = _opt(None, "folder for the results (default: ~/.cache/m3rt/bench/results, or "
-                                 "$M3RT_CACHE_DIR/bench/results)")
-    work_dir: str | None = _opt(None, "cache of the model and artifacts (default: ~/.cache/m3rt/bench/<preset>)")
-    backends: Sequence[str] = _opt(BACKENDS, "comma-separated; the first is the baseline "
-                                             f"(default: {','.join(BACKENDS)})")
-    batch_sizes: Sequence[int] = _opt((1, 8), "latency grid, rows per call (default: 1,8)")
-    seq_lengths: Sequence[int] = _opt((128, 512), "latency grid, tokens per text (default: 128,512)")
-    sweep_lengths: Sequence[int] = _opt((32, 128, 512), "batch-1 latency plot, tokens (default: 32,128,512)")
-    corpus_size: int = _opt(200, "texts in the throughput corpus (default: 200)")
-    corpus_min_tokens: int = _opt(8, "shortest corpus text, tokens (default: 8)")
-    corpus_max_tokens: int = _opt(512, "longest corpus text, tokens (default: 512)")
-    corpus_batch_size: int = _opt(32, "batch_size of the corpus encode call (default: 32)")
-    reps: int = _opt(10, "timed calls per backend and point (default: 10)")
-    time_budget_s: float = _opt(60.0, "stop a backend's timed calls at a point after this many seconds "
-                                      "(default: 60)")
-    threads: int = _opt(0, "torch and onnxruntime threads; 0: their defaults")
-    seed: int = _opt(0, "seed of the generated texts (default: 0)")
-    name: str | None = _opt(None, "result file name without extension (default: cpu-<preset or model folder>)")
+    model: str | None = option(None, "a local model directory in the BAAI/bge-m3 layout instead of a preset")
+    out: str | None = option(None, "folder for the results",
+                           default_help="~/.cache/m3rt/bench/results, or $M3RT_CACHE_DIR/bench/results")
+    work_dir: str | None = option(None, "cache of the model and artifacts", default_help="~/.cache/m3rt/bench/<preset>")
+    backends: Sequence[str] = option(BACKENDS, "comma-separated; the first is the baseline")
+    batch_sizes: Sequence[int] = option((1, 8), "latency grid, rows per call")
+    seq_lengths: Sequence[int] = option((128, 512), "latency grid, tokens per text")
+    sweep_lengths: Sequence[int] = option((32, 128, 512), "batch-1 latency plot, tokens")
+    corpus_size: int = option(200, "texts in the throughput corpus")
+    corpus_min_tokens: int = option(8, "shortest corpus text, tokens")
+    corpus_max_tokens: int = option(512, "longest corpus text, tokens")
+    corpus_batch_size: int = option(32, "batch_size of the corpus encode call")
+    reps: int = option(10, "timed calls per backend and point")
+    time_budget_s: float = option(60.0, "stop a backend's timed calls at a point after this many seconds")
+    threads: int = option(0, "torch and onnxruntime threads; 0: their defaults")
+    seed: int = option(0, "seed of the generated texts")
+    name: str | None = option(None, "result file name without extension", default_help="cpu-<preset or model folder>")
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -74,28 +67,6 @@ class BenchOptions:
         if not self.name or "/" in self.name or "\\" in self.name or self.name.startswith("."):
             raise ValueError(f"name {self.name!r} must be a plain file name (no folders)")
         set_(self, "out", str(self.out) if self.out is not None else str(default_out()))
-
-
-def add_arguments(parser) -> None:
-    """One --option per field, with its help and choices; sequences are comma-separated."""
-    for f in fields(BenchOptions):  # defaults live in BenchOptions only: None here means "not given"
-        kind = str(f.type)
-        flag = "--" + f.name.replace("_", "-")
-        kwargs = {"help": f.metadata["help"], "default": None}
-        if "choices" in f.metadata:
-            kwargs["choices"] = list(f.metadata["choices"])
-        elif "Sequence" in kind:
-            kwargs["metavar"] = "A,B,..."
-        elif kind.startswith("int"):
-            kwargs["type"] = int
-        elif kind.startswith("float"):
-            kwargs["type"] = float
-        parser.add_argument(flag, **kwargs)
-
-
-def from_arguments(args) -> dict:
-    """The keywords of run_bench from parsed arguments (those not given left to BenchOptions' defaults)."""
-    return {f.name: getattr(args, f.name) for f in fields(BenchOptions) if getattr(args, f.name) is not None}
 
 
 def _check_int(value, what: str, minimum: int) -> None:

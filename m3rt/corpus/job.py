@@ -12,36 +12,72 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from m3rt.artifact import read_manifest, resolve_artifact
 from m3rt.corpus import schema
 from m3rt.corpus.shards import clean_leftovers, input_shards, output_path, read_rows, write_shard
+from m3rt.options import option
+from m3rt.runtime.outputs import Outputs
 
 log = logging.getLogger("m3rt.corpus")
 
 
-def embed_corpus(artifact: str | Path, input: str | Path, *, out: str | Path, ray_address: str | None = None,
-                 workers: int = 1, cpus_per_worker: float = 1, gpus_per_worker: float = 0, dense: bool = False, sparse: bool = False,
-                 colbert: bool = False, batch_tokens: int | None = None, id_field: str = "id",
-                 text_field: str = "text", backend: str = "auto", progress: Callable[[str, int], None] | None = None) -> dict:
-    """Encode INPUT (a .jsonl / .parquet file, or a folder of them) into OUT/<shard>.parquet. Without
-    ray_address, in this process; with one ("local": a new local Ray instance, "auto": the running cluster,
-    "ray://host:port": a remote one), on Ray Data with `workers` actors of `cpus_per_worker` CPUs (and
-    `gpus_per_worker` GPUs: a GPU backend) each.
-    Outputs: dense when none is chosen.
-    progress(shard name, rows written) after every chunk. Returns a summary (shards done / skipped, rows, s)."""
-    from m3rt.artifact import fetch_artifact, read_manifest
+@dataclass(frozen=True)
+class CorpusConfig:
+    """Everything `m3rt embed-corpus` / embed_corpus takes besides the artifact and the input."""
 
-    outputs = schema.outputs_of(dense, sparse, colbert)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    out: str | None = option(None, "output folder: <shard>.parquet per input shard", required=True)
+    ray_address: str | None = option(None, "run on Ray Data: local (a new local Ray), auto (the running cluster) "
+                                           "or ray://host:port; without it, in this process")
+    workers: int = option(1, "with --ray-address: actors, one artifact each")
+    cpus_per_worker: float = option(1.0, "with --ray-address: CPUs Ray reserves per actor, its onnxruntime threads")
+    gpus_per_worker: float = option(0.0, "with --ray-address: GPUs per actor; above 0 the actors take a GPU backend")
+    dense: bool = option(False, "the dense vector (the default when no output is chosen)")
+    sparse: bool = option(False, "the sparse weights (token ids and weights)")
+    colbert: bool = option(False, "the ColBERT vectors (packed float16)")
+    batch_tokens: int | None = option(None, "padded tokens per engine call", default_help="the backend's own")
+    id_field: str = option("id", "the id field / column")
+    text_field: str = option("text", "the text field / column")
+    backend: str = option("auto", "auto, cpu, cuda, ...")
+
+    def __post_init__(self):
+        from m3rt.runtime.config import as_int
+
+        if self.out is None:
+            raise ValueError("out: the output folder is required")
+        object.__setattr__(self, "workers", as_int(self.workers, "workers", 1))
+        for name in ("cpus_per_worker", "gpus_per_worker"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if self.cpus_per_worker <= 0:
+            raise ValueError(f"cpus_per_worker must be above 0, got {self.cpus_per_worker}")
+        if self.batch_tokens is not None:
+            object.__setattr__(self, "batch_tokens", as_int(self.batch_tokens, "batch_tokens", 1))
+
+    @property
+    def outputs(self) -> Outputs:
+        return Outputs.chosen(self.dense, self.sparse, self.colbert)
+
+
+def embed_corpus(artifact: str | Path, input: str | Path, config: CorpusConfig | None = None, *,
+                 progress: Callable[[str, int], None] | None = None, **options) -> dict:
+    """Encode INPUT (a .jsonl / .parquet file, or a folder of them) into OUT/<shard>.parquet. `options`:
+    CorpusConfig's fields. Without ray_address, in this process; with one ("local": a new local Ray instance,
+    "auto": the running cluster, "ray://host:port": a remote one), on Ray Data with `workers` actors of
+    `cpus_per_worker` CPUs (and `gpus_per_worker` GPUs: a GPU backend) each. Outputs: dense when none is chosen.
+    progress(shard name, rows written) after every chunk. Returns a summary (shards done / skipped, rows, s)."""
+    c = replace(config, **options) if config is not None else CorpusConfig(**options)
+    outputs = c.outputs
     shards = input_shards(input)
-    out = Path(out)
+    out = Path(c.out)
     out.mkdir(parents=True, exist_ok=True)
     for p in clean_leftovers(out):
         log.info("removed %s, left by an interrupted run", p)
     # An http(s) artifact is fetched once into this machine's cache (workers on other nodes fetch their own).
-    local = fetch_artifact(artifact) if _is_url(artifact) else Path(artifact)
+    local = resolve_artifact(artifact)
     settings = schema.settings_for(read_manifest(local, verify="once"), outputs)
     todo, skipped = [], []
     for shard in shards:
@@ -55,18 +91,18 @@ def embed_corpus(artifact: str | Path, input: str | Path, *, out: str | Path, ra
         else:
             todo.append(shard)
     started, rows = time.perf_counter(), 0
-    if ray_address is None:
-        rows = _in_process(local, todo, out, outputs, settings, batch_tokens, id_field, text_field, backend,
+    if c.ray_address is None:
+        rows = _in_process(local, todo, out, outputs, settings, c.batch_tokens, c.id_field, c.text_field, c.backend,
                            progress)
     else:
-        from m3rt.ray.data import embed_shards
+        from m3rt.corpus.ray_data import embed_shards
 
-        rows = embed_shards(artifact, todo, out, ray_address=ray_address, workers=workers,
-                            cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, outputs=outputs,
-                            batch_tokens=batch_tokens, id_field=id_field, text_field=text_field, backend=backend,
-                            progress=progress)
+        rows = embed_shards(artifact, todo, out, settings=settings, ray_address=c.ray_address, workers=c.workers,
+                            cpus_per_worker=c.cpus_per_worker, gpus_per_worker=c.gpus_per_worker, outputs=outputs,
+                            batch_tokens=c.batch_tokens, id_field=c.id_field, text_field=c.text_field,
+                            backend=c.backend, progress=progress)
     return {"shards_done": [s.name for s in todo], "shards_skipped": skipped, "rows": rows,
-            "seconds": time.perf_counter() - started, "out": str(out), "outputs": list(outputs)}
+            "seconds": time.perf_counter() - started, "out": str(out), "outputs": list(outputs.names)}
 
 
 def _in_process(artifact, shards, out, outputs, settings, batch_tokens, id_field, text_field, backend,
@@ -75,7 +111,6 @@ def _in_process(artifact, shards, out, outputs, settings, batch_tokens, id_field
 
     total = 0
     with M3Runtime(artifact, backend=backend, max_batch_tokens=batch_tokens) as rt:
-        returns = schema.encode_flags(outputs)
         for shard in shards:
             pending: deque = deque()
             seen: set = set()
@@ -90,13 +125,9 @@ def _in_process(artifact, shards, out, outputs, settings, batch_tokens, id_field
                         yield text
 
             tables = (schema.to_table([pending.popleft() for _ in range(len(enc))], enc, settings)
-                      for enc in rt.iter_encode(texts(), **returns))
+                      for enc in rt.iter_encode(texts(), **outputs.flags()))
             rows = write_shard(output_path(out, shard), tables, settings,
                                None if progress is None else lambda n, name=shard.name: progress(name, n))
             total += rows
             log.info("%s: %d rows -> %s", shard.name, rows, output_path(out, shard))
     return total
-
-
-def _is_url(artifact) -> bool:
-    return isinstance(artifact, str) and artifact.startswith(("http://", "https://"))

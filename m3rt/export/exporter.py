@@ -113,10 +113,10 @@ def _export_into(source, root: Path, staging: Staging, precision: str, opset: in
 def _validate(model, graph_path: Path, tokenizer, max_length: int) -> dict:
     import torch
 
-    from m3rt.export.validate import compare, probe_batch
+    from m3rt.export.validate import compare, validation_batch
 
     log.info("validating the fp32 graph against PyTorch on a probe batch")
-    ids, mask = probe_batch(tokenizer, max_length)
+    ids, mask = validation_batch(tokenizer, max_length)
     with torch.no_grad():
         ref = model(torch.from_numpy(ids), torch.from_numpy(mask))
     reference = {name: t.numpy() for name, t in zip(OUTPUT_NAMES, ref)}
@@ -142,7 +142,7 @@ def _reduce(fp32_graph: Path, out_graph: Path, precision: str, work_dir: Path) -
 
 def _check_fidelity(fp32_graph: Path, graph: Path, precision: str, tokenizer, max_length: int, skip_ids,
                     enforce: bool) -> dict:
-    from m3rt import fidelity
+    from m3rt.runtime import fidelity
 
     log.info("checking the %s graph against the fp32 graph on %d texts", precision, len(fidelity.FIDELITY_TEXTS))
     ids, mask = fidelity.fidelity_batch(tokenizer, max_length)
@@ -153,21 +153,18 @@ def _check_fidelity(fp32_graph: Path, graph: Path, precision: str, tokenizer, ma
 
 def _write_probe(fp32_graph: Path, path: Path, tokenizer) -> None:
     """The probe batch and the fp32 graph's outputs on it (~1 MB at bge-m3 shape)."""
-    from m3rt import fidelity
+    from m3rt.runtime import fidelity
 
-    ids, mask = fidelity.probe_batch(tokenizer)
+    ids, mask = fidelity.load_probe_batch(tokenizer)
     np.savez(path, input_ids=ids, attention_mask=mask, **_run_graph(fp32_graph, ids, mask))
 
 
 def _run_graph(graph: Path, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
     from m3rt.runtime.config import RuntimeConfig
-    from m3rt.runtime.ort_cpu import session_options
+    from m3rt.runtime.ort_session import open_session
 
     # The runtime's own session settings: the fidelity measured is that of the arithmetic it will run.
-    session = ort.InferenceSession(str(graph), sess_options=session_options(RuntimeConfig()),
-                                   providers=["CPUExecutionProvider"])
+    session = open_session(graph, RuntimeConfig())
     values = session.run(list(OUTPUT_NAMES), {"input_ids": ids, "attention_mask": mask})
     return dict(zip(OUTPUT_NAMES, values))
 

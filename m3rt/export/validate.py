@@ -1,4 +1,4 @@
-"""Export validation: the ONNX graph against the PyTorch model on a probe batch of mixed lengths.
+"""Export validation: the ONNX graph against the PyTorch model on a batch of mixed lengths (VALIDATION_TEXTS).
 
 Tolerances (fp32 graph vs fp32 PyTorch; both compute the same ops, so only reduction order differs):
 - dense_vecs, colbert_vecs (unit vectors): max abs error <= 1e-4
@@ -12,8 +12,9 @@ import numpy as np
 
 from m3rt.artifact import OUTPUT_NAMES
 from m3rt.errors import ExportValidationError
+from m3rt.runtime.batching import tokenized_batch
 
-PROBE_TEXTS = [
+VALIDATION_TEXTS = [
     "",
     "BGE M3 is an embedding model supporting dense retrieval, lexical matching and multi-vector interaction.",
     "Le renard brun rapide saute par-dessus le chien paresseux.",
@@ -21,16 +22,13 @@ PROBE_TEXTS = [
     "hello hello hello hello",
     " ".join(["Large language models are trained on large amounts of text."] * 20),
 ]
-PROBE_MAX_LENGTH = 256
+VALIDATION_MAX_LENGTH = 256
 ABS_TOLERANCE = {"dense_vecs": 1e-4, "sparse_weights": 1e-4, "colbert_vecs": 1e-4}
 
 
-def probe_batch(tokenizer, max_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """PROBE_TEXTS tokenized by the artifact's tokenizer (truncated) and right-padded into one batch."""
-    from m3rt.runtime.batching import pad_batch
-
-    rows = tokenizer.encode(PROBE_TEXTS, min(max_length, PROBE_MAX_LENGTH))
-    return pad_batch(rows, tokenizer.pad_id)
+def validation_batch(tokenizer, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """VALIDATION_TEXTS tokenized by the artifact's tokenizer (truncated) and right-padded into one batch."""
+    return tokenized_batch(tokenizer, VALIDATION_TEXTS, min(max_length, VALIDATION_MAX_LENGTH))
 
 
 def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:

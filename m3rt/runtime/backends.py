@@ -26,6 +26,11 @@ ALIASES = {"cpu": "onnxruntime-cpu", "cuda": "onnxruntime-cuda", "trt": "tensorr
 GPU_BACKENDS = ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda")
 
 
+def is_gpu_backend(name: str) -> bool:
+    name = ALIASES.get(name, name)
+    return name == "auto-gpu" or name in GPU_BACKENDS
+
+
 def engine_class(name: str) -> type[Engine]:
     module, cls = BACKENDS[name]
     return getattr(importlib.import_module(module), cls)

@@ -42,3 +42,8 @@ def pad_batch(rows: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarr
         ids[i, : len(r)] = r
         mask[i, : len(r)] = 1
     return ids, mask
+
+
+def tokenized_batch(tokenizer, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """`texts` tokenized (cut at max_length) and right-padded into one batch: (input_ids, attention_mask)."""
+    return pad_batch(tokenizer.encode(texts, max_length), tokenizer.pad_id)

@@ -19,7 +19,7 @@ class BackendOptions:
 
     # onnxruntime threads inside one operator; 0 lets onnxruntime pick (one per core).
     intra_op_threads: int = 0
-    # onnxruntime's CPU memory arena: off keeps memory bounded under dynamic shapes (see ort_cpu.py).
+    # onnxruntime's CPU memory arena: off keeps memory bounded under dynamic shapes (see ort_session.py).
     cpu_memory_arena: bool = False
     # GPU backends: which CUDA device, and where TensorRT engines are cached (default: inside the artifact).
     device_id: int = 0

@@ -23,7 +23,7 @@ def check_int8_on_this_cpu(manifest: Manifest, engine) -> dict | None:
     else the metrics measured here. Raises ArtifactError past a threshold."""
     if manifest.precision != "int8" or manifest.probe_path is None:
         return None  # before reading the CPU: fp32 and fp16 artifacts pay nothing at load
-    from m3rt import fidelity
+    from m3rt.runtime import fidelity
     from m3rt.runtime import cpu
 
     this_class = cpu.detect().cls
@@ -49,7 +49,7 @@ def check_int8_on_this_cpu(manifest: Manifest, engine) -> dict | None:
 def probe_fidelity(manifest: Manifest, engine) -> dict:
     """The fidelity metrics of this engine's outputs on the artifact's probe batch, against the fp32 outputs
     stored with it."""
-    from m3rt import fidelity
+    from m3rt.runtime import fidelity
 
     with np.load(manifest.probe_path) as probe:
         ids, mask = probe["input_ids"], probe["attention_mask"]

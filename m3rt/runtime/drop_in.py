@@ -38,12 +38,14 @@ class DropIn:
 
 def split(options: dict) -> tuple[dict, DropIn]:
     """(options for RuntimeConfig, the upstream-only ones); `devices` becomes backend / device_id."""
+    from m3rt.runtime.backends import is_gpu_backend
+
     options = dict(options)
     upstream = {k: options.pop(k) for k in list(options) if k in UPSTREAM_ONLY}
     if "devices" in upstream and upstream["devices"] is not None:
         backend, device_id = _devices(upstream["devices"])
         given = options.get("backend")
-        if given not in (None, "auto") and (backend == "cpu") != (given in ("cpu", "onnxruntime-cpu")):
+        if given not in (None, "auto") and (backend == "cpu") != (not is_gpu_backend(given)):
             raise ValueError(f"devices={upstream['devices']!r} and backend={given!r} disagree")
         if given in (None, "auto"):
             options["backend"] = backend
@@ -59,7 +61,7 @@ def split(options: dict) -> tuple[dict, DropIn]:
                            colbert_dim=-1 if upstream.get("colbert_dim") is None else upstream["colbert_dim"])
 
 
-def check(drop_in: DropIn, manifest, engine_name: str) -> None:
+def check(drop_in: DropIn, manifest, engine) -> None:
     """After the engine is chosen: refuse what this artifact cannot give, log what is ignored."""
     if not drop_in.normalize:
         raise ValueError("normalize_embeddings=False: this artifact's graph outputs L2-normalised dense and "
@@ -72,11 +74,11 @@ def check(drop_in: DropIn, manifest, engine_name: str) -> None:
                          f"{manifest.dims.colbert} dimensions (use truncate_dim to cut vectors)")
     if drop_in.half is None:
         return
-    if engine_name == "onnxruntime-cpu":
+    if not engine.on_gpu:
         log.debug("use_fp16 / use_bf16 ignored on the CPU (as upstream); the %s artifact runs as exported",
                   manifest.precision)
     elif drop_in.half and manifest.precision != "fp16":
-        raise ValueError(f"use_fp16=True on the GPU backend {engine_name} needs an artifact exported with "
+        raise ValueError(f"use_fp16=True on the GPU backend {engine.name} needs an artifact exported with "
                          f"--precision fp16; this one is {manifest.precision}")
 
 

@@ -25,8 +25,10 @@ class SparseRows:
         return self.token_ids[lo:hi], self.weights[lo:hi]
 
     def as_dicts(self) -> list[dict[str, np.float32]]:
-        """FlagEmbedding's lexical weights: {str(token id): weight}, weights as numpy float32 scalars."""
-        return [dict(zip(map(str, ids.tolist()), w)) for ids, w in (self.row(i) for i in range(len(self)))]
+        """FlagEmbedding's lexical weights: {str(token id): weight} per text (heads.lexical_dict)."""
+        from m3rt.runtime.heads import lexical_dict
+
+        return [lexical_dict(*self.row(i)) for i in range(len(self))]
 
     def __len__(self) -> int:
         return len(self.indptr) - 1

@@ -33,6 +33,8 @@ class Engine:
     name: ClassVar[str]
     # Padded tokens per call this engine runs best with, unless RuntimeConfig.max_batch_tokens says otherwise.
     preferred_batch_tokens: ClassVar[int]
+    # Runs on a GPU: the host's work (tokenizing) is worth overlapping with it; use_fp16 applies.
+    on_gpu: ClassVar[bool] = False
 
     def __init__(self, manifest: Manifest, config):
         self.manifest, self.config = manifest, config

@@ -20,11 +20,13 @@ from m3rt.errors import ArtifactError
 from m3rt.runtime import scoring
 from m3rt.runtime.backends import create_engine
 from m3rt.runtime.encoded import Encoded
-from m3rt.runtime.pipeline import Pipeline, Plan, Tokenized
 from m3rt.runtime.config import DEFAULT_MAX_LENGTH, RuntimeConfig, as_int
 from m3rt.runtime.cpu_check import check_int8_on_this_cpu
 from m3rt.runtime.drop_in import check as check_drop_in
 from m3rt.runtime.drop_in import split as split_drop_in
+from m3rt.runtime.outputs import Outputs
+from m3rt.runtime.pipeline import Pipeline, Plan, Tokenized
+from m3rt.runtime.texts import check_pairs, check_texts
 from m3rt.runtime.tokenize import TextTokenizer
 
 log = logging.getLogger("m3rt.runtime")
@@ -44,16 +46,16 @@ class M3Runtime:
         self.config = (config or RuntimeConfig()).with_overrides(**options)
         self.manifest = read_manifest(artifact, verify=self.config.verify_checksums)
         default = min(DEFAULT_MAX_LENGTH, self.manifest.max_length)
-        self.query_max_length = self._check_max_length(_default(self.config.query_max_length, default),
-                                                       "query_max_length")
-        self.passage_max_length = self._check_max_length(_default(self.config.passage_max_length, default),
-                                                         "passage_max_length")
+        self.query_max_length = self.check_max_length(_default(self.config.query_max_length, default),
+                                                      "query_max_length")
+        self.passage_max_length = self.check_max_length(_default(self.config.passage_max_length, default),
+                                                        "passage_max_length")
         self.tokenizer = TextTokenizer.from_manifest(self.manifest)
         # Checked before every call: the files read while running (the tokenizer is in memory by now).
         self._watched = self.manifest.graph_files
         self.engine = create_engine(self.config.backend, self.manifest, self.config)
         try:
-            check_drop_in(drop_in, self.manifest, self.engine.name)
+            check_drop_in(drop_in, self.manifest, self.engine)
             # The metrics re-measured here, for an int8 artifact exported on another CPU class.
             self.cpu_check = check_int8_on_this_cpu(self.manifest, self.engine) if self.config.check_cpu_class else None
         except BaseException:
@@ -75,6 +77,12 @@ class M3Runtime:
 
         return cls(cached_artifact(model_name_or_path, precision=precision, attention=attention,
                                    cache_dir=cache_dir), **options)
+
+    @property
+    def output_dims(self) -> dict[str, int]:
+        """Widths of the vectors this runtime returns: {"dense": H, "colbert": Hc} (after truncate_dim)."""
+        dims, cut = self.manifest.dims, self.config.truncate_dim
+        return {"dense": min(dims.hidden, cut or dims.hidden), "colbert": min(dims.colbert, cut or dims.colbert)}
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -118,7 +126,7 @@ class M3Runtime:
 
     def _encode(self, sentences, plan: Plan) -> dict:
         single = isinstance(sentences, str)
-        texts = [sentences] if single else _check_texts(sentences, "sentences")
+        texts = [sentences] if single else check_texts(sentences, "sentences")
         return self._encode_list(texts, plan).as_flag_dict(single)
 
     def encode_native(
@@ -127,7 +135,7 @@ class M3Runtime:
     ) -> Encoded:
         """As encode, returning the native `Encoded` (dense array, sparse CSR, packed ColBERT vectors)."""
         plan = self._plan(batch_size, max_length, return_dense, return_sparse, return_colbert_vecs)
-        return self._encode_list(_check_texts(sentences, "sentences"), plan)
+        return self._encode_list(check_texts(sentences, "sentences"), plan)
 
     def iter_encode(
         self, texts: Iterable[str], *, batch_size: int | None = None, max_length: int | None = None,
@@ -152,9 +160,9 @@ class M3Runtime:
                 return None
             start = state["start"]
             state["start"] += len(chunk)
-            return self.pipeline.tokenize(_check_texts(chunk, "texts", offset=start), start, plan.max_length)
+            return self.pipeline.tokenize(check_texts(chunk, "texts", offset=start), start, plan.max_length)
 
-        overlap = c.overlap_tokenize if c.overlap_tokenize is not None else self.engine.name != "onnxruntime-cpu"
+        overlap = c.overlap_tokenize if c.overlap_tokenize is not None else self.engine.on_gpu
         done = cut = 0
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="m3rt-tokenize") as reader:
@@ -185,13 +193,10 @@ class M3Runtime:
         in BGEM3FlagModel (max_length: `default_max_length`, else passage_max_length)."""
         c = self.config
         max_length = _default(max_length, _default(default_max_length, self.passage_max_length))
-        max_length = self._check_max_length(max_length, "max_length")
+        max_length = self.check_max_length(max_length, "max_length")
         batch_size = as_int(_default(batch_size, c.batch_size), "batch_size", minimum=1)
-        dense, sparse = _default(dense, c.return_dense), _default(sparse, c.return_sparse)
-        colbert = _default(colbert, c.return_colbert_vecs)
-        wanted = tuple(k for k, on in (("dense", dense), ("sparse", sparse), ("colbert", colbert)) if on)
-        if not wanted:
-            raise ValueError("nothing to return: set one of return_dense, return_sparse, return_colbert_vecs")
+        wanted = Outputs(bool(_default(dense, c.return_dense)), bool(_default(sparse, c.return_sparse)),
+                         bool(_default(colbert, c.return_colbert_vecs)))
         limits = self.engine.limits
         if limits.max_rows is not None:
             batch_size = min(batch_size, limits.max_rows)
@@ -226,9 +231,10 @@ class M3Runtime:
         fmt = self.config.query_instruction_format.replace("\\n", "\n")
         if isinstance(queries, str):
             return fmt.format(instruction, queries)
-        return [fmt.format(instruction, q) for q in _check_texts(queries, "queries")]
+        return [fmt.format(instruction, q) for q in check_texts(queries, "queries")]
 
-    def _check_max_length(self, value, name: str) -> int:
+    def check_max_length(self, value, name: str = "max_length") -> int:
+        """`value` as a token limit this artifact allows (2 .. its max_length), else a ValueError naming `name`."""
         limit = self.manifest.max_length
         value = as_int(value, name, minimum=2, why="room for <s> and </s>")
         if value > limit:
@@ -264,7 +270,7 @@ class M3Runtime:
             raise ValueError(f"weights_for_different_modes needs 3 weights (dense, sparse, colbert), got {len(weights)}")
         one = isinstance(sentence_pairs, (tuple, list)) and len(sentence_pairs) == 2 and all(
             isinstance(t, str) for t in sentence_pairs)
-        pairs = [sentence_pairs] if one else _check_pairs(sentence_pairs)
+        pairs = [sentence_pairs] if one else check_pairs(sentence_pairs)
         if not pairs:
             return {k: [] for k in ("colbert", "sparse", "dense", "sparse+dense", "colbert+sparse+dense")}
         q = self._encode([p[0] for p in pairs], self._plan(batch_size, max_query_length, True, True, True,
@@ -283,7 +289,7 @@ class M3Runtime:
         """Passages ranked by ColBERT MaxSim against `query`: [(passage index, score)], best first."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
-        passages = _check_texts(passages, "passages")
+        passages = check_texts(passages, "passages")
         if not passages:
             return []
         top_k = len(passages) if top_k is None else as_int(top_k, "top_k", minimum=1)
@@ -309,21 +315,3 @@ def _report_cuts(cut: int, n: int, max_length: int) -> None:
 
 def _default(value, fallback):
     return fallback if value is None else value
-
-
-def _check_texts(texts, what: str, offset: int = 0) -> list[str]:
-    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
-        raise TypeError(f"{what} must be a str or a list of str, got {type(texts).__name__}")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"{what}[{i + offset}] is {type(t).__name__}, expected str")
-    return list(texts)
-
-
-def _check_pairs(pairs) -> list[tuple[str, str]]:
-    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
-        raise TypeError(f"sentence_pairs must be a (query, passage) pair or a list of them, got {type(pairs).__name__}")
-    for i, pair in enumerate(pairs):
-        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
-            raise TypeError(f"sentence_pairs[{i}] must be a (query, passage) pair of str, got {pair!r:.80}")
-    return [tuple(p) for p in pairs]

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from m3rt.artifact import Manifest
-from m3rt.errors import ArtifactError, BackendError
 from m3rt.runtime.config import RuntimeConfig
 from m3rt.runtime.engine import Engine
 
@@ -25,6 +24,7 @@ class OrtCudaEngine(Engine):
     name = "onnxruntime-cuda"
     provider = PROVIDER
     preferred_batch_tokens = 16384
+    on_gpu = True
     device = "cuda"  # where inputs and outputs are bound (the tests bind the same logic on "cpu")
     # Device buffers bound once per (input shape, outputs) and reused while that shape repeats (queries of one
     # length, a batch planner's fixed buckets): on an H100 at bge-m3 shape, fp16, batch 1 x 128 tokens took
@@ -33,8 +33,11 @@ class OrtCudaEngine(Engine):
     bound_shapes = 4
 
     def _open(self) -> None:
+        from m3rt.runtime.ort_session import open_session
+
         own = self.config.backend_options.providers
-        self.session = _session(self.manifest, self.config, list(own) if own else self.providers(self.manifest, self.config))
+        self.session = open_session(self.manifest.graph_path, self.config,
+                                    list(own) if own else self.providers(self.manifest, self.config))
         self.device_id = self.config.backend_options.device_id
         self._bound: OrderedDict = OrderedDict()
         self._bound_lock = threading.Lock()
@@ -70,7 +73,7 @@ class OrtCudaEngine(Engine):
                 self._bound.move_to_end(key)
                 return bound.run(inputs)
             result = self._run_unbound(inputs, outputs)  # its output shapes size the buffers
-            self._bound[key] = _BoundShape(self.session, self.device, self.device_id, inputs, result)
+            self._bound[key] = BoundShape(self.session, self.device, self.device_id, inputs, result)
             if len(self._bound) > self.bound_shapes:
                 self._bound.popitem(last=False)
             return result
@@ -87,7 +90,7 @@ class OrtCudaEngine(Engine):
         return dict(zip(outputs, binding.copy_outputs_to_cpu()))
 
 
-class _BoundShape:
+class BoundShape:
     """Inputs and outputs of one shape in device memory, bound once: a call copies the inputs in place,
     runs, and copies the outputs back into new host arrays (nothing returned aliases the buffers)."""
 
@@ -114,43 +117,6 @@ class _BoundShape:
         if self.copy_out:
             return {name: value.numpy().copy() for name, value in self.outputs.items()}
         return {name: value.numpy() for name, value in self.outputs.items()}
-
-
-def _session(manifest: Manifest, config: RuntimeConfig, providers: list):
-    import onnxruntime as ort
-
-    from m3rt.runtime.ort_cpu import session_options
-
-    wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
-    preload = _preload_cuda_libraries(ort)
-    opts = session_options(config)
-    try:
-        session = ort.InferenceSession(str(manifest.graph_path), sess_options=opts, providers=providers)
-    except Exception as e:  # onnxruntime's own error types
-        raise ArtifactError(f"{manifest.graph_path}: onnxruntime cannot load the graph on {wanted} ({e})") from None
-    # onnxruntime falls back to the CPU silently when a provider fails to start (missing CUDA libraries).
-    if session.get_providers()[0] != wanted:
-        raise BackendError(f"{wanted} did not start (onnxruntime fell back to {session.get_providers()}); "
-                           "check that the CUDA / cuDNN libraries matching onnxruntime-gpu are installed"
-                           + (f"; loading them said: {preload}" if preload else ""))
-    return session
-
-
-def _preload_cuda_libraries(ort) -> str:
-    """Load the CUDA / cuDNN libraries of the nvidia-* wheels (onnxruntime-gpu[cuda,cudnn]) before the
-    session, as onnxruntime >= 1.21 asks; a no-op where torch has loaded them. Returns what it printed."""
-    import contextlib
-    import io
-
-    if not hasattr(ort, "preload_dlls"):
-        return ""
-    said = io.StringIO()
-    with contextlib.redirect_stdout(said):
-        try:
-            ort.preload_dlls()
-        except Exception as e:  # noqa: BLE001 - a missing library shows again, named, when the session starts
-            print(f"{type(e).__name__}: {e}")
-    return " ".join(said.getvalue().split())
 
 
 def provider_missing(provider: str) -> str | None:

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from m3rt.runtime import heads
 from m3rt.runtime.batching import pad_batch, plan_batches
-from m3rt.runtime.encoded import Encoded, PackedVectors, SparseRows
+from m3rt.runtime.encoded import Encoded
+from m3rt.runtime.heads import Collector
+from m3rt.runtime.outputs import Outputs
 
-OUTPUT_OF = {"dense": "dense_vecs", "sparse": "sparse_weights", "colbert": "colbert_vecs"}
 STAGES = ("tokenize", "plan", "engine", "heads")
 
 
@@ -37,7 +37,7 @@ class Plan:
     max_length: int
     batch_size: int
     batch_tokens: int
-    outputs: tuple[str, ...]  # of "dense", "sparse", "colbert"
+    outputs: Outputs
 
 
 class Pipeline:
@@ -45,11 +45,7 @@ class Pipeline:
                  truncate_dim: int | None = None):
         self.tokenizer, self.engine = tokenizer, engine
         self.pad_id, self.skip_ids = pad_id, skip_ids
-        # truncate_dim: vectors cut, then re-normalised (the graph's outputs are unit vectors; upstream cuts
-        # before normalising, which gives the same unit vectors).
-        self.cut = truncate_dim
-        self.hidden = min(hidden, truncate_dim or hidden)
-        self.colbert_dim = min(colbert_dim, truncate_dim or colbert_dim)
+        self.hidden, self.colbert_dim, self.truncate_dim = hidden, colbert_dim, truncate_dim
 
     def tokenize(self, texts: list[str], start: int, max_length: int) -> Tokenized:
         t = time.perf_counter()
@@ -61,17 +57,11 @@ class Pipeline:
         clock = time.perf_counter
         seconds = dict.fromkeys(STAGES, 0.0)
         seconds["tokenize"] = tok.seconds
-        n, lengths = len(tok.rows), tok.lengths
-        want = set(plan.outputs)
-        dense = np.empty((n, self.hidden), dtype=np.float32) if "dense" in want else None
-        lexical: list = [None] * n if "sparse" in want else []
-        if "colbert" in want:  # packed in input order: text i's n_i - 1 vectors at offsets[i]
-            offsets = np.zeros(n + 1, dtype=np.int64)
-            np.cumsum(np.maximum(lengths - 1, 0), out=offsets[1:])
-            pieces: list = [None] * n
-        names = [OUTPUT_OF[k] for k in plan.outputs]
+        collector = Collector(tok.lengths, plan.outputs, hidden=self.hidden, colbert_dim=self.colbert_dim,
+                              skip_ids=self.skip_ids, truncate_dim=self.truncate_dim)
+        names = plan.outputs.graph_names
         t = clock()
-        batches = list(plan_batches(lengths, plan.batch_size, plan.batch_tokens)) if n else []
+        batches = list(plan_batches(tok.lengths, plan.batch_size, plan.batch_tokens)) if len(tok.rows) else []
         seconds["plan"] += clock() - t
         for idx in batches:
             t0 = clock()
@@ -79,50 +69,13 @@ class Pipeline:
             t1 = clock()
             raw = self.engine.run(ids, mask, names)
             t2 = clock()
-            if dense is not None:
-                dense[idx] = heads.dense_rows(raw["dense_vecs"])[:, : self.hidden]
-            if "sparse" in want:
-                for i, row in zip(idx, heads.lexical_rows(raw["sparse_weights"], ids, lengths[idx], self.skip_ids)):
-                    lexical[i] = row
-            if "colbert" in want:
-                out = raw["colbert_vecs"]
-                for b, (i, m) in enumerate(zip(idx.tolist(), (lengths[idx] - 1).tolist())):
-                    pieces[i] = out[b, :m, : self.colbert_dim]
+            collector.add(idx, raw, ids)
             seconds["plan"] += t1 - t0
             seconds["engine"] += t2 - t1
             seconds["heads"] += clock() - t2
             if progress is not None:
                 progress(len(idx))
         t = clock()
-        # One copy into the packed array, at the end: filling it row by row as batches came back measured ~6%
-        # slower on a 200-text corpus (6-layer int8, 2 cores); holding the batches' outputs until here costs
-        # at most their padded size (<= 1.25x the packed vectors).
-        if "colbert" in want:
-            vectors = (np.concatenate(pieces) if n else np.zeros((0, self.colbert_dim), np.float32)).astype(
-                np.float32, copy=False)
-        if self.cut is not None:
-            if dense is not None:
-                renormalise(dense)
-            if "colbert" in want:
-                renormalise(vectors)
-        sparse = _csr(lexical) if "sparse" in want else None
-        colbert = PackedVectors(vectors, offsets) if "colbert" in want else None
+        encoded = collector.finish(tok.start, tok.truncated, seconds)
         seconds["heads"] += clock() - t
-        return Encoded(start=tok.start, lengths=lengths, truncated=tok.truncated, dense=dense, sparse=sparse,
-                       colbert=colbert, timings=seconds)
-
-
-def _csr(rows: list[tuple[np.ndarray, np.ndarray]]) -> SparseRows:
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum([len(ids) for ids, _ in rows], out=indptr[1:])
-    if not rows:
-        return SparseRows(indptr, np.zeros(0, np.int64), np.zeros(0, np.float32))
-    return SparseRows(indptr, np.concatenate([ids for ids, _ in rows]).astype(np.int64, copy=False),
-                      np.concatenate([w for _, w in rows]).astype(np.float32, copy=False))
-
-
-def renormalise(rows: np.ndarray) -> None:
-    """In place, as torch's F.normalize: x / max(||x||, 1e-12) per row."""
-    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
-    np.maximum(norms, 1e-12, out=norms)
-    rows /= norms
+        return encoded

@@ -26,6 +26,7 @@ def _check(ok, what: str) -> None:
 class TensorRTEngine(Engine):
     name = "tensorrt"
     preferred_batch_tokens = 16384
+    on_gpu = True
 
     @classmethod
     def missing(cls) -> str | None:

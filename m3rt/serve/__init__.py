@@ -1,28 +1,25 @@
 """`m3rt serve`: BGE-M3's three outputs over HTTP (FastAPI + uvicorn, the `serve` extra), with dynamic
-batching, bounded queues and Prometheus metrics. `serve()` is what the CLI runs; `create_app` builds the app
-for any ASGI server."""
+batching, bounded queues and Prometheus metrics. `serve()` is what the CLI runs: on uvicorn in this process, or
+on Ray Serve (ray_serve.py); `create_app` builds the app for any ASGI server."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from m3rt.serve.config import ServeConfig
 
-def serve(artifact: str | Path, *, host: str = "127.0.0.1", port: int = 8080, backend: str = "auto",
-          max_batch_tokens: int | None = None, max_wait_ms: float = 5.0, max_batch_texts: int = 256,
-          max_queue: int = 4096, workers: int = 1, max_texts_per_request: int = 1024,
-          max_body_bytes: int = 8 << 20, log_level: str = "info", ray_address: str | None = None,
-          replicas: int = 1, autoscaling: dict | None = None) -> None:
-    """Load the artifact and serve it until SIGINT / SIGTERM (in-flight requests finish first). With
-    ray_address: the same app as a Ray Serve deployment of `replicas` replicas (or `autoscaling`, Ray Serve's
-    autoscaling_config), until SIGINT / SIGTERM."""
-    from m3rt.serve.app import ServeSettings
+__all__ = ["serve", "ServeConfig"]
 
-    settings = ServeSettings(max_wait_ms=max_wait_ms, max_batch_texts=max_batch_texts, max_queue_texts=max_queue,
-                             workers=workers, max_texts_per_request=max_texts_per_request,
-                             max_body_bytes=max_body_bytes)
-    if ray_address is not None:
-        return _serve_on_ray(artifact, ray_address, replicas, autoscaling, host, port, settings,
-                             dict(backend=backend, max_batch_tokens=max_batch_tokens))
+
+def serve(artifact: str | Path, config: ServeConfig | None = None, **options) -> None:
+    """Load the artifact and serve it until SIGINT / SIGTERM (in-flight requests finish first). `options`:
+    ServeConfig's fields. With ray_address: the same app as a Ray Serve deployment of `replicas` replicas (or
+    `autoscaling`, Ray Serve's autoscaling_config), until SIGINT / SIGTERM."""
+    from dataclasses import replace
+
+    config = replace(config or ServeConfig(), **options)
+    if config.ray_address is not None:
+        return _serve_on_ray(artifact, config)
     try:
         import uvicorn
     except ImportError:
@@ -30,7 +27,7 @@ def serve(artifact: str | Path, *, host: str = "127.0.0.1", port: int = 8080, ba
     from m3rt import M3Runtime
     from m3rt.serve.app import create_app
 
-    runtime = M3Runtime(artifact, backend=backend, max_batch_tokens=max_batch_tokens)
+    runtime = M3Runtime(artifact, backend=config.backend, max_batch_tokens=config.max_batch_tokens)
     import signal
     import threading
 
@@ -39,7 +36,7 @@ def serve(artifact: str | Path, *, host: str = "127.0.0.1", port: int = 8080, ba
     previous = signal.signal(signal.SIGTERM, lambda *_: None) if threading.current_thread() is threading.main_thread() \
         else None
     try:
-        uvicorn.run(create_app(runtime, settings), host=host, port=port, log_level=log_level,
+        uvicorn.run(create_app(runtime, config), host=config.host, port=config.port, log_level=config.log_level,
                     timeout_graceful_shutdown=30)
     finally:
         runtime.close()
@@ -47,14 +44,13 @@ def serve(artifact: str | Path, *, host: str = "127.0.0.1", port: int = 8080, ba
             signal.signal(signal.SIGTERM, previous)
 
 
-def _serve_on_ray(artifact, ray_address, replicas, autoscaling, host, port, settings, runtime_options) -> None:
+def _serve_on_ray(artifact, config: ServeConfig) -> None:
     import signal
     import threading
 
-    from m3rt.ray.serve import deploy
+    from m3rt.serve.ray_serve import deploy
 
-    deploy(str(artifact), ray_address=ray_address, replicas=replicas, autoscaling=autoscaling, host=host, port=port,
-           settings=settings, runtime_options=runtime_options)
+    deploy(str(artifact), config=config)
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

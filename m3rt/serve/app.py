@@ -11,25 +11,16 @@ import asyncio
 import base64
 import contextlib
 import time
-from dataclasses import dataclass
 from typing import Literal, Union
 
 import numpy as np
 
-from m3rt.runtime.pipeline import renormalise
+from m3rt.runtime.heads import cut
+from m3rt.serve.config import ServeConfig
+from m3rt.runtime.outputs import Outputs
 
 
-@dataclass(frozen=True)
-class ServeSettings:
-    max_wait_ms: float = 5.0
-    max_batch_texts: int = 256
-    max_queue_texts: int = 4096
-    workers: int = 1
-    max_texts_per_request: int = 1024
-    max_body_bytes: int = 8 << 20
-
-
-def create_app(runtime, settings: ServeSettings = ServeSettings()):
+def create_app(runtime, settings: ServeConfig | None = None):
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
@@ -39,9 +30,11 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
     from m3rt.serve.batcher import Batcher, Overloaded
     from m3rt.serve.metrics import Metrics
 
+    settings = settings or ServeConfig()
+
     metrics = Metrics()
     batcher = Batcher(runtime, max_wait_ms=settings.max_wait_ms, max_batch_texts=settings.max_batch_texts,
-                      max_queue_texts=settings.max_queue_texts, workers=settings.workers, on_batch=metrics.batch)
+                      max_queue_texts=settings.max_queue, workers=settings.workers, on_batch=metrics.batch)
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
@@ -131,9 +124,10 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
         return texts
 
     async def encode(request, texts: list[str], outputs, max_length: int | None = None, truncate: bool = True):
-        max_length = max_length or runtime.passage_max_length
-        if not 2 <= max_length <= runtime.manifest.max_length:
-            raise Failure(422, f"max_length: {max_length} is not in 2..{runtime.manifest.max_length}", "Validation")
+        try:
+            max_length = runtime.check_max_length(max_length or runtime.passage_max_length)
+        except ValueError as e:
+            raise Failure(422, str(e), "Validation") from None
         try:
             future = batcher.submit(texts, max_length, outputs)
         except Overloaded as e:
@@ -178,7 +172,7 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
     async def embed(req: EmbedRequest, request: Request) -> list[list[float]]:
         if not req.normalize:
             raise Failure(422, "normalize=false: the artifact gives unit vectors only", "Validation")
-        enc = await encode(request, texts_of(req.inputs), {"dense"}, truncate=req.truncate)
+        enc = await encode(request, texts_of(req.inputs), Outputs(dense=True), truncate=req.truncate)
         return floats(dense_of(enc, req.dimensions))
 
     class SparseValue(BaseModel):
@@ -187,7 +181,7 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
 
     @app.post("/embed_sparse", summary="TEI: sparse lexical weights, one entry per token id")
     async def embed_sparse(req: EmbedRequest, request: Request) -> list[list[SparseValue]]:
-        enc = await encode(request, texts_of(req.inputs), {"sparse"}, truncate=req.truncate)
+        enc = await encode(request, texts_of(req.inputs), Outputs(sparse=True), truncate=req.truncate)
         return [[{"index": int(t), "value": float(w)} for t, w in zip(*enc.sparse.row(i))] for i in range(len(enc))]
 
     class RerankRequest(Strict):
@@ -208,8 +202,8 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
         from m3rt.kernels import rerank as maxsim_rerank
 
         texts = texts_of(req.texts, "texts")
-        q = await encode(request, [req.query], {"colbert"}, runtime.query_max_length, req.truncate)
-        docs = await encode(request, texts, {"colbert"}, truncate=req.truncate)
+        q = await encode(request, [req.query], Outputs(colbert=True), runtime.query_max_length, req.truncate)
+        docs = await encode(request, texts, Outputs(colbert=True), truncate=req.truncate)
         idx, scores = await asyncio.get_running_loop().run_in_executor(
             None, maxsim_rerank, q.colbert.row(0), docs.colbert.vectors, docs.colbert.offsets, len(texts))
         return [Rank(index=int(i), score=float(s), text=texts[int(i)] if req.return_text else None)
@@ -228,7 +222,7 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
     async def tokenize(req: TokenizeRequest) -> list[list[Token]]:
         texts = texts_of(req.inputs)
         rows = runtime.tokenizer.encode(texts, runtime.manifest.max_length)
-        specials = set(runtime.manifest.data["special_ids"].values())
+        specials = set(runtime.manifest.special_ids.values())
         out = []
         for row in rows:
             ids = row.tolist() if req.add_special_tokens else [t for t in row.tolist() if t not in specials]
@@ -242,9 +236,9 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
     @app.get("/info", summary="the artifact, the engine and the limits")
     async def info() -> dict:
         m = runtime.manifest
-        return {"model_id": m.data["source"], "precision": m.precision, "backend": runtime.engine.name,
-                "dims": m.data["dims"], "max_input_length": m.max_length, "max_length_default": runtime.passage_max_length,
-                "max_batch_texts": settings.max_batch_texts, "max_queue_texts": settings.max_queue_texts,
+        return {"model_id": m.source, "precision": m.precision, "backend": runtime.engine.name,
+                "dims": {k: v for k, v in vars(m.dims).items() if v is not None}, "max_input_length": m.max_length, "max_length_default": runtime.passage_max_length,
+                "max_batch_texts": settings.max_batch_texts, "max_queue_texts": settings.max_queue,
                 "max_client_batch_size": settings.max_texts_per_request, "version": _version()}
 
     # ---------------------------------------------------------------------------------- OpenAI
@@ -257,14 +251,14 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
 
     @app.post("/v1/embeddings", summary="OpenAI: dense vectors")
     async def openai_embeddings(req: OpenAIRequest, request: Request) -> dict:
-        enc = await encode(request, texts_of(req.input, "input"), {"dense"})
+        enc = await encode(request, texts_of(req.input, "input"), Outputs(dense=True))
         data = []
         for i, v in enumerate(dense_of(enc, req.dimensions)):
             value = (base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode()
                      if req.encoding_format == "base64" else floats(v))
             data.append({"object": "embedding", "index": i, "embedding": value})
         tokens = int(enc.lengths.sum())
-        return {"object": "list", "data": data, "model": req.model or runtime.manifest.data["source"],
+        return {"object": "list", "data": data, "model": req.model or runtime.manifest.source,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     # ---------------------------------------------------------------------------------- M3-native
@@ -279,11 +273,10 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
 
     @app.post("/encode", summary="M3: dense, sparse and ColBERT in one call (FlagEmbedding's keys)")
     async def encode_route(req: EncodeRequest, request: Request) -> dict:
-        outputs = {k for k, on in (("dense", req.return_dense), ("sparse", req.return_sparse),
-                                   ("colbert", req.return_colbert_vecs)) if on}
-        if not outputs:
-            raise Failure(422, "nothing to return: set one of return_dense, return_sparse, return_colbert_vecs",
-                          "Validation")
+        try:
+            outputs = Outputs(req.return_dense, req.return_sparse, req.return_colbert_vecs)
+        except ValueError as e:
+            raise Failure(422, str(e), "Validation") from None
         enc = await encode(request, texts_of(req.inputs), outputs, req.max_length)
         out: dict = {"dense_vecs": floats(enc.dense) if enc.dense is not None else None,
                      "lexical_weights": None, "colbert_vecs": None}
@@ -330,14 +323,10 @@ def create_app(runtime, settings: ServeSettings = ServeSettings()):
 
 def dense_of(enc, dimensions: int | None) -> np.ndarray:
     """The dense vectors, cut to `dimensions` and re-normalised as the runtime's truncate_dim does."""
-    if dimensions is None:
-        return enc.dense
-    dense = enc.dense[:, :dimensions].copy()
-    renormalise(dense)
-    return dense
+    return cut(enc.dense, dimensions)
 
 
 def _version() -> str:
-    from m3rt import __version__
+    from m3rt.version import __version__
 
     return __version__

@@ -10,11 +10,15 @@ event loop.
 
 from __future__ import annotations
 
+import functools
+import operator
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+
+from m3rt.runtime.outputs import Outputs
 
 
 class Overloaded(Exception):
@@ -25,7 +29,7 @@ class Overloaded(Exception):
 class Job:
     texts: list[str]
     max_length: int
-    outputs: frozenset[str]  # of "dense", "sparse", "colbert"
+    outputs: Outputs
     future: Future = field(default_factory=Future)
     queued_at: float = field(default_factory=time.perf_counter)
 
@@ -51,8 +55,8 @@ class Batcher:
     def queued_texts(self) -> int:
         return self._queued_texts
 
-    def submit(self, texts: list[str], max_length: int, outputs) -> Future:
-        job = Job(list(texts), max_length, frozenset(outputs))
+    def submit(self, texts: list[str], max_length: int, outputs: Outputs) -> Future:
+        job = Job(list(texts), max_length, outputs)
         with self._cond:
             if self._closed:
                 raise Overloaded("the server is shutting down")
@@ -102,12 +106,10 @@ class Batcher:
             if not live:
                 continue
             texts = [t for j in live for t in j.texts]
-            outputs = frozenset().union(*(j.outputs for j in live))
+            outputs = functools.reduce(operator.or_, (j.outputs for j in live))
             started = time.perf_counter()
             try:
-                enc = self.rt.encode_native(texts, max_length=live[0].max_length, return_dense="dense" in outputs,
-                                            return_sparse="sparse" in outputs,
-                                            return_colbert_vecs="colbert" in outputs)
+                enc = self.rt.encode_native(texts, max_length=live[0].max_length, **outputs.flags())
             except BaseException as e:  # every waiting request gets the error
                 for j in live:
                     j.future.set_exception(e)

@@ -66,8 +66,8 @@ class HybridCollection:
         except BaseException:
             self.close()
             raise
-        skip = [int(i) for i in runtime.manifest.data["sparse_skip_ids"]]
-        self._placeholder_id = int(runtime.manifest.data["special_ids"].get("cls", skip[0] if skip else 0))
+        skip = runtime.manifest.sparse_skip_ids
+        self._placeholder_id = runtime.manifest.special_ids.get("cls", skip[0] if skip else 0)
 
     @classmethod
     def create(cls, client, name: str, runtime, *, overwrite: bool = False, max_text_bytes: int = MAX_VARCHAR,
@@ -163,10 +163,10 @@ class HybridCollection:
         from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
         from m3rt.runtime.config import as_int
-        from m3rt.runtime.m3 import _check_texts
+        from m3rt.runtime.texts import check_texts
 
         one = isinstance(queries, str)
-        queries = [queries] if one else _check_texts(list(queries), "queries")
+        queries = [queries] if one else check_texts(list(queries), "queries")
         if not queries:
             raise ValueError("queries is empty: nothing to search")
         limit = as_int(limit, "limit", minimum=1)

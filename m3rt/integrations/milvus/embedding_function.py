@@ -29,9 +29,9 @@ class M3EmbeddingFunction:
         fields); with an open runtime they must be left at their defaults."""
         from m3rt.runtime.config import as_int
         from m3rt.runtime.m3 import M3Runtime
+        from m3rt.runtime.outputs import Outputs
 
-        if not (return_dense or return_sparse or return_colbert_vecs):
-            raise ValueError("nothing to return: set one of return_dense, return_sparse, return_colbert_vecs")
+        outputs = Outputs(bool(return_dense), bool(return_sparse), bool(return_colbert_vecs))
         options = dict(kwargs, devices=device, normalize_embeddings=normalize_embeddings, use_fp16=use_fp16)
         if isinstance(model_name, M3Runtime):
             given = {k: v for k, v in options.items()
@@ -54,8 +54,7 @@ class M3EmbeddingFunction:
         self.normalize_embeddings = normalize_embeddings
         self.device = device
         self.use_fp16 = use_fp16
-        self._returns = dict(return_dense=bool(return_dense), return_sparse=bool(return_sparse),
-                             return_colbert_vecs=bool(return_colbert_vecs))
+        self._returns = outputs.flags()
 
     def __call__(self, texts: Sequence[str]) -> dict:
         return self._encode(texts, "texts")
@@ -82,13 +81,13 @@ class M3EmbeddingFunction:
             self.runtime.close()
 
     def _encode(self, texts: Sequence[str], what: str) -> dict:
-        from m3rt.runtime.m3 import _check_texts
+        from m3rt.runtime.texts import check_texts
 
         if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
             raise TypeError(f"{what} must be a list of str, got {type(texts).__name__}")
         if len(texts) == 0:
             raise ValueError(f"{what} is empty: nothing to encode")
-        encoded = self.runtime.encode_native(_check_texts(texts, what), batch_size=self.batch_size, **self._returns)
+        encoded = self.runtime.encode_native(check_texts(texts, what), batch_size=self.batch_size, **self._returns)
         out: dict = {}
         if encoded.dense is not None:
             out["dense"] = list(encoded.dense)

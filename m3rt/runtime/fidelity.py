@@ -16,8 +16,9 @@ import logging
 import numpy as np
 
 from m3rt.errors import ExportValidationError
+from m3rt.runtime.batching import tokenized_batch
 
-log = logging.getLogger("m3rt.export")
+log = logging.getLogger("m3rt.runtime")
 
 FIDELITY_TEXTS = [
     "What is BGE M3?",
@@ -34,10 +35,11 @@ FIDELITY_TEXTS = [
     "augmented generation grounds their answers in documents found by an embedding model.",
     " ".join(["Search engines rank documents by relevance and freshness."] * 15),
 ]
-MAX_LENGTH = 256
-# The probe an int8 artifact carries (artifact.PROBE): a few texts, short, so the check at load is one small call.
-PROBE_TEXTS = FIDELITY_TEXTS[:6] + FIDELITY_TEXTS[7:10]
-PROBE_MAX_LENGTH = 64
+FIDELITY_MAX_LENGTH = 256
+# The batch an int8 artifact carries (artifact.PROBE) to re-check itself at load on another CPU class: a few
+# short texts, so that the check is one small call.
+LOAD_PROBE_TEXTS = FIDELITY_TEXTS[:6] + FIDELITY_TEXTS[7:10]
+LOAD_PROBE_MAX_LENGTH = 64
 
 # Per precision: (metric, "min" or "max", bound). int8 bounds follow the goals set for the CPU build
 # (dense >= 0.99, top-10 overlap >= 0.9 on a trained model); fp16 ones those for the GPU build.
@@ -50,15 +52,11 @@ THRESHOLDS = {
 
 
 def fidelity_batch(tokenizer, max_length: int) -> tuple[np.ndarray, np.ndarray]:
-    from m3rt.runtime.batching import pad_batch
-
-    return pad_batch(tokenizer.encode(FIDELITY_TEXTS, min(max_length, MAX_LENGTH)), tokenizer.pad_id)
+    return tokenized_batch(tokenizer, FIDELITY_TEXTS, min(max_length, FIDELITY_MAX_LENGTH))
 
 
-def probe_batch(tokenizer) -> tuple[np.ndarray, np.ndarray]:
-    from m3rt.runtime.batching import pad_batch
-
-    return pad_batch(tokenizer.encode(PROBE_TEXTS, PROBE_MAX_LENGTH), tokenizer.pad_id)
+def load_probe_batch(tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    return tokenized_batch(tokenizer, LOAD_PROBE_TEXTS, LOAD_PROBE_MAX_LENGTH)
 
 
 def past_thresholds(metrics: dict[str, float], precision: str) -> list[str]:

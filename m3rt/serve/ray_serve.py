@@ -1,22 +1,23 @@
-"""`m3rt serve --ray-address`: the m3rt serve app (m3rt/serve/app.py) as a Ray Serve deployment, one runtime
+"""`m3rt serve --ray-address` (the `ray` extra): the m3rt serve app (app.py) as a Ray Serve deployment, one runtime
 per replica, replicas behind Ray Serve's HTTP proxy. Each replica answers with its own dynamic batcher; Ray
 Serve routes requests among replicas and, with autoscaling settings, adds and removes them."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 
 class M3Replica:
     """One replica: the artifact's runtime and the FastAPI app of `m3rt serve`, called as an ASGI app."""
 
-    def __init__(self, artifact: str, settings: dict, runtime_options: dict):
+    def __init__(self, artifact: str, config: dict):
         from m3rt import M3Runtime
-        from m3rt.ray.data import resolve_artifact
-        from m3rt.serve.app import ServeSettings, create_app
+        from m3rt.artifact import resolve_artifact
+        from m3rt.serve.app import create_app
+        from m3rt.serve.config import ServeConfig
 
-        self.runtime = M3Runtime(resolve_artifact(artifact), **runtime_options)
-        self.app = create_app(self.runtime, ServeSettings(**settings))
+        config = ServeConfig(**config)
+        self.runtime = M3Runtime(resolve_artifact(artifact), backend=config.backend,
+                                 max_batch_tokens=config.max_batch_tokens)
+        self.app = create_app(self.runtime, config)
 
     async def __call__(self, request):
         from starlette.responses import Response
@@ -43,26 +44,27 @@ class M3Replica:
             self.runtime.close()
 
 
-def deploy(artifact: str, *, ray_address: str | None = None, replicas: int = 1, host: str = "127.0.0.1",
-           port: int = 8000, autoscaling: dict | None = None, num_cpus: float = 1, settings=None,
-           runtime_options: dict | None = None, name: str = "m3rt"):
-    """Start (or join) Ray, run the deployment with `replicas` replicas (or Ray Serve's autoscaling_config
-    `autoscaling`, passed through) on host:port, and return its handle; serve.shutdown() stops it."""
+def deploy(artifact: str, config=None, *, num_cpus: float = 1, name: str = "m3rt", **options):
+    """Start (or join) Ray at config.ray_address, run the deployment with config.replicas replicas (or Ray
+    Serve's autoscaling_config config.autoscaling, passed through) on config.host:port, and return its handle;
+    serve.shutdown() stops it. `options`: ServeConfig's fields."""
+    from dataclasses import replace
+
+    from m3rt.serve.config import ServeConfig
+
     try:
         import ray
         from ray import serve
     except ImportError:
         raise ImportError("m3rt serve --ray-address needs the ray extra: pip install 'm3rt[ray]'") from None
-    from m3rt.serve.app import ServeSettings
-
+    config = replace(config or ServeConfig(), **options)
     if not ray.is_initialized():
-        ray.init(address=None if ray_address in (None, "local") else ray_address, log_to_driver=False)
-    serve.start(http_options={"host": host, "port": port})
-    options = {"ray_actor_options": {"num_cpus": num_cpus}}
-    if autoscaling:
-        options["autoscaling_config"] = dict(autoscaling)
+        ray.init(address=None if config.ray_address in (None, "local") else config.ray_address, log_to_driver=False)
+    serve.start(http_options={"host": config.host, "port": config.port})
+    deployment = {"ray_actor_options": {"num_cpus": num_cpus}}
+    if config.autoscaling:
+        deployment["autoscaling_config"] = dict(config.autoscaling)
     else:
-        options["num_replicas"] = int(replicas)
-    app = serve.deployment(M3Replica, name=name, **options).bind(
-        str(artifact), asdict(settings or ServeSettings()), dict(runtime_options or {}))
+        deployment["num_replicas"] = config.replicas
+    app = serve.deployment(M3Replica, name=name, **deployment).bind(str(artifact), config.as_dict())
     return serve.run(app, name=name, route_prefix="/")

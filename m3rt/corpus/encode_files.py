@@ -8,8 +8,8 @@ file and the line. Output formats:
 - jsonl: one object per text: "index", "id" (when the input had one), and the outputs asked for; floats with
   `precision_digits` significant digits (9: every float32 exactly).
 - npy: the dense vectors, float32 [n, H] (a valid file at every flush: the header is rewritten as it grows).
-- parquet (pyarrow): columns index, id, dense_vecs, lexical_weights (token ids and weights),
-  lexical_tokens, colbert_vecs; one row group per chunk.
+- parquet (pyarrow): m3rt's one Parquet layout (schema.py, as embed-corpus writes, ColBERT in float32); one row
+  group per chunk, written beside the output and renamed into place when complete.
 """
 
 from __future__ import annotations
@@ -18,10 +18,14 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
+from m3rt.options import default_of, option
+from m3rt.runtime.config import RuntimeConfig
+from m3rt.runtime.outputs import Outputs
 
 FORMATS = ("jsonl", "npy", "parquet")
 
@@ -150,8 +154,8 @@ class JsonlWriter:
         fmt = self.fmt
         return "[" + ", ".join([fmt % v for v in values.tolist()]) + "]"
 
-    def close(self) -> None:
-        self.stream.close()
+    def close(self, complete: bool = True) -> None:
+        self.stream.close()  # complete or not: the rows written stay, for --resume
 
 
 class NpyWriter:
@@ -176,92 +180,132 @@ class NpyWriter:
         self._header()
         self.stream.flush()
 
-    def close(self) -> None:
-        self.stream.close()
+    def close(self, complete: bool = True) -> None:
+        self.stream.close()  # a valid file of the rows written, complete or not
 
 
 class ParquetWriter:
-    def __init__(self, path: Path, tokens: Callable[[int], str] | None):
+    """schema.py's layout, through shards.ShardWriter: the file appears whole under its name, or not at all."""
+
+    def __init__(self, path: Path, settings: dict, tokens: Callable[[int], str] | None):
         try:
             import pyarrow  # noqa: F401
             import pyarrow.parquet  # noqa: F401
         except ImportError:
             raise ImportError("--format parquet needs pyarrow: pip install 'm3rt[parquet]'") from None
-        self.path, self.tokens, self.writer = path, tokens, None
+        from m3rt.corpus.shards import ShardWriter
+
+        self.settings, self.tokens = settings, tokens
+        self.shard = ShardWriter(path)
+        self.with_ids: bool | None = None  # whether the input carries ids (every row, or none)
 
     def write(self, enc, items: list[Item]) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        from m3rt.corpus import schema
 
-        cols = {"index": pa.array(np.arange(enc.start, enc.start + len(items), dtype=np.int64)),
-                "id": pa.array([None if it.id is None else str(it.id) for it in items], pa.string())}
-        if enc.dense is not None:
-            cols["dense_vecs"] = pa.FixedSizeListArray.from_arrays(pa.array(enc.dense.ravel()), enc.dense.shape[1])
-        if enc.sparse is not None:
-            sp = enc.sparse
-            cols["lexical_ids"] = pa.ListArray.from_arrays(pa.array(sp.indptr.astype(np.int32)), pa.array(sp.token_ids))
-            cols["lexical_weights"] = pa.ListArray.from_arrays(pa.array(sp.indptr.astype(np.int32)),
-                                                               pa.array(sp.weights))
-            if self.tokens is not None:
-                cols["lexical_tokens"] = pa.ListArray.from_arrays(
-                    pa.array(sp.indptr.astype(np.int32)), pa.array([self.tokens(t) for t in sp.token_ids.tolist()]))
-        if enc.colbert is not None:
-            cb = enc.colbert
-            vectors = pa.FixedSizeListArray.from_arrays(pa.array(cb.vectors.ravel()), cb.vectors.shape[1])
-            cols["colbert_vecs"] = pa.ListArray.from_arrays(pa.array(cb.offsets.astype(np.int32)), vectors)
-        table = pa.table(cols)
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(str(self.path), table.schema)
-        self.writer.write_table(table)
+        ids = []
+        for i, item in enumerate(items):
+            if self.with_ids is None:
+                self.with_ids = item.id is not None
+            if (item.id is not None) != self.with_ids:
+                raise ValueError(f"input row {enc.start + i} {'has no id' if self.with_ids else 'has an id'}, unlike "
+                                 "the rows before it: --format parquet needs an id on every row or on none")
+            ids.append(item.id if self.with_ids else enc.start + i)
+        self.shard.write(schema.to_table(ids, enc, self.settings, self.tokens))
 
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+    def close(self, complete: bool = True) -> None:
+        from m3rt.corpus import schema
+
+        if complete:
+            empty = schema.empty_table(self.settings, tokens=self.tokens is not None)
+            self.shard.commit(empty.schema)
+        else:
+            self.shard.abort()
 
 
 # --------------------------------------------------------------------------------------- the job
-def encode_files(artifact: str | Path, texts: list[str] | None = None, *, input: str | None = None,
-                 output: str | None = None, format: str = "jsonl", dense: bool = False, sparse: bool = False,
-                 colbert: bool = False, sparse_tokens: bool = False, batch_size: int = 256,
-                 max_length: int | None = None, backend: str = "auto", precision_digits: int = 9,
-                 resume: bool = False, chunk_size: int = 1024, jsonl: bool = False, field: str = "text",
-                 id_field: str = "id", encoding: str = "utf-8",
-                 progress: Callable[[int, int | None], None] | None = None) -> dict:
-    """Encode the input and write each chunk as it is done; returns {"texts", "skipped", "output", "cut"}.
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Everything `m3rt encode` / encode_files takes besides the artifact and the texts."""
+
+    input: str | None = option(None, "file of texts, one per line ('-' for stdin); .jsonl read as JSONL, .json as a "
+                                     "JSON array")
+    jsonl: bool = option(False, "input lines are JSON strings or objects")
+    field: str = option("text", "text field of JSON objects")
+    id_field: str = option("id", "id field of JSON objects, carried to every output row")
+    encoding: str = option("utf-8", "encoding of the input (a BOM is dropped)")
+    dense: bool = option(False, "output dense_vecs (the default when no output is chosen)")
+    sparse: bool = option(False, "output lexical_weights (token id: weight)")
+    sparse_tokens: bool = option(False, "with --sparse: also lexical_tokens (token text: weight)")
+    colbert: bool = option(False, "output colbert_vecs")
+    batch_size: int | None = option(None, "texts per engine call at most",
+                                    default_help=str(default_of(RuntimeConfig, "batch_size")))
+    max_length: int | None = option(None, "tokens per text; longer texts are cut and counted",
+                                    default_help="512, or the model's limit when lower")
+    chunk_size: int | None = option(None, "texts held and written at a time",
+                                    default_help=str(default_of(RuntimeConfig, "chunk_size")))
+    backend: str = option("auto", "auto, cpu, cuda, onnxruntime-tensorrt, tensorrt")
+    output: str | None = option(None, "write here instead of stdout (needed for npy and parquet)")
+    format: str = option("jsonl", "jsonl; npy: dense vectors float32 [n, H]; parquet: every output (pyarrow)",
+                         choices=FORMATS)
+    precision_digits: int = option(9, "significant digits of JSONL floats (9: every float32 exactly)")
+    resume: bool = option(False, "continue an interrupted run: keep the --output file's complete rows, skip those "
+                                 "texts")
+
+    def __post_init__(self):
+        from m3rt.runtime.config import as_int
+
+        if self.format not in FORMATS:
+            raise ValueError(f"format {self.format!r} is not one of {', '.join(FORMATS)}")
+        if not isinstance(self.precision_digits, int) or not 1 <= self.precision_digits <= 17:
+            raise ValueError(f"precision_digits must be 1..17, got {self.precision_digits}")
+        for name in ("batch_size", "chunk_size"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, as_int(getattr(self, name), name, 1))
+
+    @property
+    def outputs(self) -> Outputs:
+        return Outputs.chosen(self.dense, self.sparse, self.colbert)
+
+
+def encode_files(artifact: str | Path, texts: list[str] | None = None, config: EncodeConfig | None = None, *,
+                 progress: Callable[[int, int | None], None] | None = None, **options) -> dict:
+    """Encode the texts (or config.input) and write each chunk as it is done; `options`: EncodeConfig's fields.
+    Returns {"texts", "skipped", "output", "cut"}.
 
     Dense only when no output is chosen. `output` None: stdout (jsonl only). `resume`: an existing jsonl
     output's complete rows are kept, its last partial line dropped, and that many input texts skipped."""
     from m3rt import M3Runtime
 
-    if format not in FORMATS:
-        raise ValueError(f"format {format!r} is not one of {', '.join(FORMATS)}")
+    c = replace(config or EncodeConfig(), **options)
+    input, output, format, outputs = c.input, c.output, c.format, c.outputs
     if texts and input is not None:
         raise ValueError("give texts as arguments or --input, not both")
-    dense = dense or not (sparse or colbert)
-    if format == "npy" and (sparse or colbert or not dense):
+    if format == "npy" and (outputs.sparse or outputs.colbert):
         raise ValueError("--format npy holds dense vectors only; use jsonl or parquet for sparse and ColBERT")
     if format != "jsonl" and output is None:
         raise ValueError(f"--format {format} needs --output FILE")
-    if resume and (format != "jsonl" or output is None):
+    if c.resume and (format != "jsonl" or output is None):
         raise ValueError("--resume continues a jsonl --output file")
-    if not 1 <= precision_digits <= 17:
-        raise ValueError(f"precision_digits must be 1..17, got {precision_digits}")
-    done = _resume_point(Path(output)) if resume else 0
-    stream = _open_output(output, format, resume)  # before any work: an unwritable output fails now
-    items = read_items(input, texts, jsonl=jsonl, field=field, id_field=id_field, encoding=encoding)
+    done = _resume_point(Path(output)) if c.resume else 0
+    stream = _open_output(output, format, c.resume)  # before any work: an unwritable output fails now
+    items = read_items(input, texts, jsonl=c.jsonl, field=c.field, id_field=c.id_field, encoding=c.encoding)
     for _ in range(done):
         if next(items, None) is None:
             break
     rt = None
     try:
-        rt = M3Runtime(artifact, backend=backend, progress=progress)
-        decode = rt.tokenizer.decode_one if sparse_tokens else None
+        rt = M3Runtime(artifact, backend=c.backend, progress=progress)
+        decode = rt.tokenizer.decode_one if c.sparse_tokens else None
         if format == "jsonl":
-            writer = JsonlWriter(stream, precision_digits, decode)
+            writer = JsonlWriter(stream, c.precision_digits, decode)
         elif format == "npy":
-            writer = NpyWriter(stream, rt.pipeline.hidden)
+            writer = NpyWriter(stream, rt.output_dims["dense"])
         else:
-            writer = ParquetWriter(Path(output), decode)
+            from m3rt.corpus.schema import settings_for
+
+            settings = settings_for(rt.manifest, outputs, dense_dims=rt.output_dims["dense"],
+                                    colbert_dims=rt.output_dims["colbert"], colbert_dtype="float32")
+            writer = ParquetWriter(Path(output), settings, decode)
         window: list[Item] = []
 
         def texts_of():
@@ -270,17 +314,18 @@ def encode_files(artifact: str | Path, texts: list[str] | None = None, *, input:
                 yield item.text
 
         written = cut = 0
+        complete = False
         try:
-            for enc in rt.iter_encode(texts_of(), batch_size=batch_size, max_length=max_length,
-                                      return_dense=dense, return_sparse=sparse, return_colbert_vecs=colbert,
-                                      chunk_size=chunk_size):
+            for enc in rt.iter_encode(texts_of(), batch_size=c.batch_size, max_length=c.max_length,
+                                      chunk_size=c.chunk_size, **outputs.flags()):
                 chunk = window[:len(enc)]
                 del window[:len(enc)]
                 writer.write(_shifted(enc, done), chunk)
                 written += len(enc)
                 cut += int(enc.truncated.sum())
+            complete = True
         finally:
-            writer.close()
+            writer.close(complete)
     except BaseException:
         if rt is None and stream is not None:
             stream.close()

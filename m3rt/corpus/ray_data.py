@@ -1,8 +1,9 @@
-"""Ray Data: m3rt's outputs as a map_batches stage over an actor pool (each actor loads the artifact once).
+"""The corpus job's Ray runner (the `ray` extra): m3rt's outputs as a Ray Data map_batches stage over an actor
+pool (each actor loads the artifact once).
 
-embed_dataset(ds, artifact, ...) -> Dataset with the output shard schema (m3rt/corpus/schema.py), for users
-with a Ray pipeline; embed_shards runs `m3rt embed-corpus --ray-address` with it, every pending shard in
-one Dataset.
+embed_dataset(ds, artifact, ...) -> Dataset with the output shard schema (schema.py), for users with a Ray
+pipeline (public as m3rt.ray.embed_dataset); embed_shards runs `m3rt embed-corpus --ray-address` with it, every
+pending shard in one Dataset.
 Actors are restarted and their batches retried when a worker process dies (max_restarts / max_task_retries
 -1), so a killed worker delays the job but loses nothing; the driver drops the second copy of a batch that a
 retry handed over twice (same ids) and checks that every input row came out.
@@ -16,7 +17,12 @@ import os
 import time
 from pathlib import Path
 
-log = logging.getLogger("m3rt.ray")
+from m3rt.artifact import resolve_artifact
+from m3rt.corpus import schema
+from m3rt.corpus.shards import ShardWriter, coarsen, index_chunks, output_path, read_chunk
+from m3rt.runtime.outputs import Outputs
+
+log = logging.getLogger("m3rt.corpus")
 
 
 def _ray():
@@ -26,15 +32,6 @@ def _ray():
     except ImportError:
         raise ImportError("m3rt on Ray needs the ray extra: pip install 'm3rt[ray]'") from None
     return ray
-
-
-def resolve_artifact(artifact: str | Path) -> Path:
-    """A local path (a shared filesystem's on a cluster) as is; an http(s) URL fetched once per node."""
-    from m3rt.artifact import fetch_artifact
-
-    if isinstance(artifact, str) and artifact.startswith(("http://", "https://")):
-        return fetch_artifact(artifact)
-    return Path(artifact)
 
 
 # Rows per map_batches call. On CPUs small, so that the work spreads evenly over the actors (at 1,024 one
@@ -56,19 +53,15 @@ class Embedder:
 
     def __init__(self, artifact, outputs, id_column, text_column, threads, backend, batch_tokens, keep_columns=()):
         from m3rt import M3Runtime
-        from m3rt.artifact import read_manifest
-        from m3rt.corpus.schema import encode_flags, settings_for
 
-        path = resolve_artifact(artifact)
         # Threads = the CPUs Ray reserved for this actor, so that actors on one node do not oversubscribe it.
-        self.runtime = M3Runtime(path, backend=backend, max_batch_tokens=batch_tokens, intra_op_threads=threads)
-        self.settings = settings_for(read_manifest(path, verify="once"), tuple(outputs))
-        self.returns = encode_flags(tuple(outputs))
+        self.runtime = M3Runtime(resolve_artifact(artifact), backend=backend, max_batch_tokens=batch_tokens,
+                                 intra_op_threads=threads)
+        self.outputs = Outputs.of(outputs)
+        self.settings = schema.settings_for(self.runtime.manifest, self.outputs)
         self.id_column, self.text_column, self.keep_columns = id_column, text_column, tuple(keep_columns)
 
     def __call__(self, batch):
-        from m3rt.corpus.schema import to_table
-
         names = batch.column_names
         for col in (self.id_column, self.text_column, *self.keep_columns):
             if col not in names:
@@ -80,8 +73,8 @@ class Embedder:
                 raise ValueError(f"row with text {str(t)[:40]!r}: id must be an integer or a string, got {i!r}")
             if not isinstance(t, str):
                 raise ValueError(f"row {i!r}: {self.text_column!r} must be a string, got {type(t).__name__}")
-        enc = self.runtime.encode_native(texts, **self.returns)
-        table = to_table(ids, enc, self.settings)
+        enc = self.runtime.encode_native(texts, **self.outputs.flags())
+        table = schema.to_table(ids, enc, self.settings)
         for col in self.keep_columns:
             table = table.append_column(col, batch.column(col))
         return table
@@ -98,9 +91,7 @@ def embed_dataset(ds, artifact: str | Path, *, dense: bool = False, sparse: bool
     (default 64 on CPUs, 1,024 on GPUs). Ray Data gives an actor whole blocks, so for the work to spread over
     the actors ds's blocks should not be much larger than that (ds.repartition)."""
     ray = _ray()
-    from m3rt.corpus.schema import outputs_of
-
-    outputs = outputs_of(dense, sparse, colbert)
+    outputs = Outputs.chosen(dense, sparse, colbert)
     if num_gpus and backend == "auto":
         backend = "auto-gpu"
     threads = max(1, int(num_cpus))
@@ -112,34 +103,29 @@ def embed_dataset(ds, artifact: str | Path, *, dense: bool = False, sparse: bool
         Embedder, batch_size=batch_rows, batch_format="pyarrow", compute=pool,
         num_cpus=num_cpus,
         num_gpus=num_gpus or None, max_restarts=-1, max_task_retries=-1,
-        fn_constructor_kwargs=dict(artifact=str(artifact), outputs=outputs, id_column=id_column,
+        fn_constructor_kwargs=dict(artifact=str(artifact), outputs=outputs.names, id_column=id_column,
                                    text_column=text_column, threads=threads, backend=backend,
                                    batch_tokens=batch_tokens, keep_columns=tuple(keep_columns)))
 
 
-def embed_shards(artifact, shards: list[Path], out: Path, *, ray_address: str, workers: int, outputs: tuple,
-                 batch_tokens, id_field: str, text_field: str, backend: str, cpus_per_worker: float = 1,
-                 gpus_per_worker: float = 0, batch_rows: int | None = None, progress=None) -> int:
+def embed_shards(artifact, shards: list[Path], out: Path, *, settings: dict, ray_address: str, workers: int,
+                 outputs: Outputs, batch_tokens, id_field: str, text_field: str, backend: str,
+                 cpus_per_worker: float = 1, gpus_per_worker: float = 0, batch_rows: int | None = None,
+                 progress=None) -> int:
     """Every pending shard in ONE Dataset, so that the actor pool starts (and loads the artifact) once and
     stays busy across shard boundaries; each row carries its shard's path back to this driver, which writes it
     into that shard's output (corpus/shards.py: whole or not at all) and commits the shard as soon as all its
     rows are out (indexed beforehand by zero-CPU tasks), so a crash keeps every shard committed by then.
     Returns the rows written."""
     ray = _ray()
-    from m3rt.artifact import read_manifest
-    from m3rt.corpus.schema import settings_for
-
     if not ray.is_initialized():
         ray.init(address=None if ray_address == "local" else ray_address, log_to_driver=False)
-    settings = settings_for(read_manifest(resolve_artifact(artifact), verify="once"), outputs)
     if not shards:
         return 0
     _wait_for_free(ray, workers * cpus_per_worker, workers * gpus_per_worker)
     by_name = {s.name: s for s in shards}
     # The index and the reads reserve no CPU: they are I/O, and with every CPU held by an actor a 1-CPU task
     # would never be scheduled (seen on a 2-CPU cluster with 2 workers: the job waited forever).
-    from m3rt.corpus.shards import coarsen, index_chunks
-
     batch_rows = batch_rows or (BATCH_ROWS_GPU if gpus_per_worker else BATCH_ROWS_CPU)
     index = ray.remote(num_cpus=0)(index_chunks)
     paths = {name: s.resolve() for name, s in by_name.items()}
@@ -149,9 +135,9 @@ def embed_shards(artifact, shards: list[Path], out: Path, *, ray_address: str, w
     piece_rows = max(batch_rows, -(-sum(expected.values()) // (workers * CHUNKS_PER_WORKER)))
     pieces = [(str(paths[name]), chunk) for name, chunks in fine.items()
               for chunk in coarsen(chunks, piece_rows)]
-    flags = {o: o in outputs for o in ("dense", "sparse", "colbert")}
     rows = _read_pieces(ray, pieces, id_field, text_field, readers=max(2, workers))
-    done = embed_dataset(rows, artifact, **flags, id_column=id_field, text_column=text_field,
+    done = embed_dataset(rows, artifact, dense=outputs.dense, sparse=outputs.sparse, colbert=outputs.colbert,
+                         id_column=id_field, text_column=text_field,
                          keep_columns=(SHARD_COLUMN,), workers=workers,
                          num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, batch_rows=batch_rows,
                          batch_tokens=batch_tokens, backend=backend)
@@ -212,13 +198,10 @@ def read_piece(batch, id_field: str, text_field: str):
     only the text."""
     import pyarrow as pa
 
-    from m3rt.corpus.schema import id_array
-    from m3rt.corpus.shards import read_chunk
-
     path, chunk = batch.column("file")[0].as_py(), tuple(json.loads(batch.column("chunk")[0].as_py()))
     ids, texts = zip(*read_chunk(Path(path), chunk, id_field, text_field))
     try:
-        id_column = id_array(ids)
+        id_column = schema.id_array(ids)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     yield pa.table({id_field: id_column, text_field: pa.array(texts, pa.string()),
@@ -231,10 +214,7 @@ def _write_by_shard(tables, by_name: dict, expected: dict, out: Path, settings: 
     uncommitted shard, when the stream ends with a shard short (duplicate ids in its input)."""
     import pyarrow.compute as pc
 
-    from m3rt.corpus.schema import empty_table
-    from m3rt.corpus.shards import ShardWriter, output_path
-
-    metadata = empty_table(settings).schema
+    metadata = schema.empty_table(settings).schema
     writers: dict = {}
     seen = {name: set() for name in by_name}
     committed: set = set()

@@ -1,4 +1,5 @@
-"""The `m3rt` command line. Each subcommand calls one library function with the same keyword names.
+"""The `m3rt` command line. Each subcommand calls one library function; encode, serve, embed-corpus and bench are
+generated from their config dataclasses (cli/arguments.py), so each default is written once, in the library.
 
 Errors are one line on stderr and a non-zero exit (M3RT_DEBUG=1 shows the traceback).
 """
@@ -13,6 +14,7 @@ import signal
 import sys
 
 from m3rt.artifact import PRECISIONS
+from m3rt.cli.arguments import add_arguments, from_arguments
 
 
 def _export(args) -> None:
@@ -31,20 +33,16 @@ def _build_engine(args) -> None:
 
 
 def _encode(args) -> None:
-    from m3rt.encode_files import count_items, encode_files
-    from m3rt.progress import Progress
+    from m3rt.cli.progress import Progress
+    from m3rt.corpus.encode_files import EncodeConfig, count_items, encode_files
 
-    total = len(args.texts) if args.texts else count_items(args.input, jsonl=args.jsonl)
+    config = EncodeConfig(**from_arguments(args, EncodeConfig))
+    total = len(args.texts) if args.texts else count_items(config.input, jsonl=config.jsonl)
     progress = Progress(total, "encoding", enabled=not args.quiet, unit="texts")
-    stats = encode_files(args.artifact, args.texts or None, input=args.input, output=args.output,
-                         format=args.format, dense=args.dense, sparse=args.sparse, colbert=args.colbert,
-                         sparse_tokens=args.sparse_tokens, batch_size=args.batch_size, max_length=args.max_length,
-                         backend=args.backend, precision_digits=args.precision_digits, resume=args.resume,
-                         chunk_size=args.chunk_size, jsonl=args.jsonl, field=args.field, id_field=args.id_field,
-                         encoding=args.encoding, progress=progress)
+    stats = encode_files(args.artifact, args.texts or None, config, progress=progress)
     progress.close()
     if not args.quiet:
-        where = args.output or "stdout"
+        where = config.output or "stdout"
         said = f"{stats['texts']} texts encoded to {where}"
         if stats["skipped"]:
             said += f" (resumed after {stats['skipped']} already there)"
@@ -54,20 +52,16 @@ def _encode(args) -> None:
 
 
 def _serve(args) -> None:
-    from m3rt.serve import serve
+    from m3rt.serve import ServeConfig, serve
 
-    serve(args.artifact, host=args.host, port=args.port, backend=args.backend, max_batch_tokens=args.max_batch_tokens,
-          max_wait_ms=args.max_wait_ms, max_batch_texts=args.max_batch_texts, max_queue=args.max_queue,
-          workers=args.workers, max_texts_per_request=args.max_texts_per_request,
-          max_body_bytes=args.max_body_bytes, log_level="error" if args.quiet else "info",
-          ray_address=args.ray_address, replicas=args.replicas,
-          autoscaling=json.loads(args.autoscaling) if args.autoscaling else None)
+    serve(args.artifact, ServeConfig(**from_arguments(args, ServeConfig), log_level="error" if args.quiet else "info"))
 
 
 def _embed_corpus(args) -> None:
-    from m3rt.corpus import embed_corpus
-    from m3rt.progress import Progress
+    from m3rt.cli.progress import Progress
+    from m3rt.corpus import CorpusConfig, embed_corpus
 
+    config = CorpusConfig(**from_arguments(args, CorpusConfig))
     progress = Progress(None, "embedding", enabled=not args.quiet, unit="rows")
     state = {"shard": None, "rows": 0}
 
@@ -77,12 +71,7 @@ def _embed_corpus(args) -> None:
         progress.update(rows - state["rows"])
         state["rows"] = rows
 
-    done = embed_corpus(args.artifact, args.input, out=args.out, ray_address=args.ray_address,
-                        workers=args.workers, cpus_per_worker=args.cpus_per_worker,
-                        gpus_per_worker=args.gpus_per_worker, dense=args.dense,
-                        sparse=args.sparse, colbert=args.colbert,
-                        batch_tokens=args.batch_tokens, id_field=args.id_field, text_field=args.text_field,
-                        backend=args.backend, progress=report)
+    done = embed_corpus(args.artifact, args.input, config, progress=report)
     progress.close()
     if not args.quiet:
         skipped = f", {len(done['shards_skipped'])} already there" if done["shards_skipped"] else ""
@@ -94,7 +83,7 @@ def _verify(args) -> None:
     from m3rt.artifact import verify_artifact
 
     m = verify_artifact(args.artifact)
-    print(f"{args.artifact}: {len(m.data['files'])} files match {m.root / 'manifest.json'} (sha256)")
+    print(f"{args.artifact}: {len(m.files)} files match {m.root / 'manifest.json'} (sha256)")
 
 
 def _num(value, fmt: str) -> str:
@@ -104,32 +93,31 @@ def _num(value, fmt: str) -> str:
 def _info(args) -> None:
     from m3rt.artifact import read_manifest
 
-    m = read_manifest(args.artifact, verify=not args.no_verify).data
-    dims = m["dims"]
+    m = read_manifest(args.artifact, verify=not args.no_verify)
+    dims, validation = m.dims, m.validation
     print(f"artifact      {args.artifact}")
-    print(f"source        {m['source']}  ({m['model_type']})")
-    print(f"precision     {m['precision']}, opset {m['opset']}, graph {m['graph']}"
-          + (f" + {m['external_data']}" if m.get("external_data") else ""))
-    print(f"dims          hidden {dims['hidden']}, colbert {dims['colbert']}, vocab {dims['vocab']}, "
-          f"layers {dims.get('layers')}")
-    print(f"max_length    {m['max_length']} tokens (encode cuts at 512 by default, as FlagEmbedding; "
+    print(f"source        {m.source}  ({m.model_type})")
+    print(f"precision     {m.precision}, opset {m.opset}, graph {m.graph}"
+          + (f" + {m.external_data}" if m.external_data else ""))
+    print(f"dims          hidden {dims.hidden}, colbert {dims.colbert}, vocab {dims.vocab}, layers {dims.layers}")
+    print(f"max_length    {m.max_length} tokens (encode cuts at 512 by default, as FlagEmbedding; "
           "--max-length / max_length up to this)")
-    print(f"special ids   {m['special_ids']}  (sparse skips {m['sparse_skip_ids']})")
-    for name, v in (m["validation"].get("outputs") or {}).items():
+    print(f"special ids   {m.special_ids}  (sparse skips {list(m.sparse_skip_ids)})")
+    for name, v in (validation.get("outputs") or {}).items():
         v = v if isinstance(v, dict) else {}
         print(f"validation    {name}: max abs err {_num(v.get('max_abs_err'), '.3g')} "
               f"(tolerance {_num(v.get('tolerance'), '.3g')})")
-    reduced = m["validation"].get(m["precision"])
+    reduced = validation.get(m.precision)
     if isinstance(reduced, dict):  # the fidelity report of an int8 / fp16 graph against the fp32 one
         metrics = reduced.get("metrics") if isinstance(reduced.get("metrics"), dict) else {}
-        print(f"{m['precision']} vs fp32   " + ", ".join(f"{k} {_num(v, '.4f')}" for k, v in metrics.items()))
+        print(f"{m.precision} vs fp32   " + ", ".join(f"{k} {_num(v, '.4f')}" for k, v in metrics.items()))
         if reduced.get("failed"):
             print(f"              PAST THRESHOLD (not enforced at export): {', '.join(map(str, reduced['failed']))}")
-    cpu = m.get("export_cpu")
-    if isinstance(cpu, dict):
+    cpu = m.export_cpu
+    if cpu is not None:
         print(f"exported on   {cpu.get('class')} ({cpu.get('model')})")
-    print(f"created       {m.get('created')} with " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
-    print(f"files         {len(m['files'])}" + ("" if args.no_verify else ", sha256 verified"))
+    print(f"created       {m.created} with " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
+    print(f"files         {len(m.files)}" + ("" if args.no_verify else ", sha256 verified"))
 
 
 def _doctor(args) -> None:
@@ -172,16 +160,15 @@ def _demo(args) -> None:
 
 
 def _bench(args) -> None:
-    from m3rt.bench import run_bench
-    from m3rt.bench.options import from_arguments
-
-    from m3rt.progress import Progress
-
-    progress = Progress(None, "bench")
-    result = run_bench(progress=progress, **from_arguments(args))
-    progress.close()
     from pathlib import Path
 
+    from m3rt.bench import run_bench
+    from m3rt.bench.options import BenchOptions
+    from m3rt.cli.progress import Progress
+
+    progress = Progress(None, "bench")
+    result = run_bench(progress=progress, **from_arguments(args, BenchOptions))
+    progress.close()
     print(Path(result["files"]["md"]).read_text(encoding="utf-8"), end="")
     print("wrote " + ", ".join(result["files"].values()), file=sys.stderr)
 
@@ -193,7 +180,7 @@ def _tiny_model(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from m3rt import __version__
+    from m3rt.version import __version__
 
     def verbosity(default):  # before or after the subcommand; a subcommand's default must not reset the other
         common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -238,82 +225,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--timing-cache", default=None, help="TensorRT timing cache to reuse (default: in the artifact)")
     g.set_defaults(func=_build_engine)
 
+    from m3rt.corpus import CorpusConfig
+    from m3rt.corpus.encode_files import EncodeConfig
+    from m3rt.serve import ServeConfig
+
     c = sub.add_parser("encode", help="encode texts with an artifact, streaming: JSONL (or npy, parquet) out, "
                                       "one row per text, written as each chunk is done")
     c.add_argument("artifact", help="artifact directory (from m3rt export)")
     c.add_argument("texts", nargs="*", help="texts to encode (else --input or stdin)")
-    c.add_argument("--input", help="file of texts, one per line ('-' for stdin); .jsonl read as JSONL, .json as a "
-                                   "JSON array")
-    c.add_argument("--jsonl", action="store_true", help="input lines are JSON strings or objects")
-    c.add_argument("--field", default="text", help="text field of JSON objects (default: text)")
-    c.add_argument("--id-field", default="id", help="id field of JSON objects, carried to every output row "
-                                                    "(default: id)")
-    c.add_argument("--encoding", default="utf-8", help="encoding of the input (default: utf-8; a BOM is dropped)")
-    c.add_argument("--dense", action="store_true", help="output dense_vecs (the default when none is chosen)")
-    c.add_argument("--sparse", action="store_true", help="output lexical_weights (token id: weight)")
-    c.add_argument("--sparse-tokens", action="store_true", help="with --sparse: also lexical_tokens (token text: "
-                                                                "weight)")
-    c.add_argument("--colbert", action="store_true", help="output colbert_vecs")
-    c.add_argument("--batch-size", type=int, default=256, help="texts per engine call at most (default: 256)")
-    c.add_argument("--max-length", type=int, default=None,
-                   help="tokens per text; longer texts are cut and counted (default: 512, or the model's limit)")
-    c.add_argument("--chunk-size", type=int, default=1024, help="texts held and written at a time (default: 1024)")
-    c.add_argument("--backend", default="auto", help="auto (default), cpu, cuda, onnxruntime-tensorrt, tensorrt")
-    c.add_argument("--output", help="write here instead of stdout (needed for npy and parquet)")
-    c.add_argument("--format", default="jsonl", choices=["jsonl", "npy", "parquet"],
-                   help="jsonl (default); npy: dense vectors float32 [n, H]; parquet: every output (pyarrow)")
-    c.add_argument("--precision-digits", type=int, default=9,
-                   help="significant digits of JSONL floats (default: 9, every float32 exactly)")
-    c.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run: keep the --output file's complete rows, skip those texts")
+    add_arguments(c, EncodeConfig)
     c.set_defaults(func=_encode)
 
     sv = sub.add_parser("serve", help="serve an artifact over HTTP: TEI, OpenAI and M3-native routes, dynamic "
                                       "batching, /metrics (pip install 'm3rt[serve]')")
     sv.add_argument("artifact", help="artifact directory")
-    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    sv.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
-    sv.add_argument("--backend", default="auto", help="auto (default), cpu, cuda, onnxruntime-tensorrt, tensorrt")
-    sv.add_argument("--max-batch-tokens", type=int, default=None,
-                    help="padded tokens per engine call (default: the backend's own)")
-    sv.add_argument("--max-wait-ms", type=float, default=5.0,
-                    help="how long a request waits for others to share its runtime call (default: 5)")
-    sv.add_argument("--max-batch-texts", type=int, default=256, help="texts merged into one runtime call at most "
-                                                                    "(default: 256)")
-    sv.add_argument("--max-queue", type=int, default=4096,
-                    help="texts waiting at most; past it requests get 429 with Retry-After (default: 4096)")
-    sv.add_argument("--workers", type=int, default=1, help="threads running runtime calls (default: 1)")
-    sv.add_argument("--max-texts-per-request", type=int, default=1024, help="413 past it (default: 1024)")
-    sv.add_argument("--max-body-bytes", type=int, default=8 << 20, help="413 past it (default: 8 MiB)")
-    sv.add_argument("--ray-address", default=None,
-                    help="serve on Ray Serve instead: local (a new local Ray), auto (the running cluster) or "
-                         "ray://host:port (pip install 'm3rt[ray]')")
-    sv.add_argument("--replicas", type=int, default=1, help="with --ray-address: replicas (default: 1)")
-    sv.add_argument("--autoscaling", default=None,
-                    help='with --ray-address: Ray Serve autoscaling_config as JSON, e.g. '
-                         '\'{"min_replicas": 1, "max_replicas": 8}\' (replaces --replicas)')
+    add_arguments(sv, ServeConfig)
     sv.set_defaults(func=_serve)
 
     ec = sub.add_parser("embed-corpus", help="encode a corpus (JSONL / Parquet shards) into Parquet shards, "
                                              "in-process or on Ray Data; resumable by shard")
     ec.add_argument("artifact", help="artifact directory (a path every node can read) or an http(s) URL")
     ec.add_argument("input", help="a .jsonl / .parquet file, or a folder of them (one output shard each)")
-    ec.add_argument("--out", required=True, help="output folder: <shard>.parquet per input shard")
-    ec.add_argument("--ray-address", default=None,
-                    help="run on Ray Data: local (a new local Ray), auto (the running cluster) or ray://host:port; "
-                         "without it, in this process")
-    ec.add_argument("--workers", type=int, default=1, help="with --ray-address: actors, one artifact each (default: 1)")
-    ec.add_argument("--cpus-per-worker", type=float, default=1,
-                    help="with --ray-address: CPUs Ray reserves per actor, its onnxruntime threads (default: 1)")
-    ec.add_argument("--gpus-per-worker", type=float, default=0,
-                    help="with --ray-address: GPUs per actor; above 0 the actors take a GPU backend (default: 0)")
-    ec.add_argument("--dense", action="store_true", help="the dense vector (the default when none is chosen)")
-    ec.add_argument("--sparse", action="store_true", help="the sparse weights (token ids and weights)")
-    ec.add_argument("--colbert", action="store_true", help="the ColBERT vectors (packed float16)")
-    ec.add_argument("--batch-tokens", type=int, default=None, help="padded tokens per engine call")
-    ec.add_argument("--id-field", default="id", help="the id field / column (default: id)")
-    ec.add_argument("--text-field", default="text", help="the text field / column (default: text)")
-    ec.add_argument("--backend", default="auto", help="auto (default), cpu, cuda, ...")
+    add_arguments(ec, CorpusConfig)
     ec.set_defaults(func=_embed_corpus)
 
     v = sub.add_parser("verify", help="re-hash every file of an artifact against its manifest")
@@ -333,10 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="m3rt-demo", help="working directory (default: ./m3rt-demo)")
     d.set_defaults(func=_demo)
 
-    b = sub.add_parser("bench", help="CPU latency and throughput of m3rt against FlagEmbedding; writes .json/.md/.png")
-    from m3rt.bench.options import add_arguments
+    from m3rt.bench.options import BenchOptions
 
-    add_arguments(b)  # generated from BenchOptions: the library's keywords, one for one
+    b = sub.add_parser("bench", help="CPU latency and throughput of m3rt against FlagEmbedding; writes .json/.md/.png")
+    add_arguments(b, BenchOptions)
     b.set_defaults(func=_bench)
 
     t = sub.add_parser("tiny-model", help="write the tiny BGE-M3-shaped TEST model (random weights)")
@@ -410,5 +343,3 @@ def threading_is_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
