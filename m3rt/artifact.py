@@ -333,8 +333,8 @@ def cache_dir() -> Path:
 
 class VerifiedRecord:
     """Which files of one artifact were hashed in full on this machine, and their stamps then, so that a
-    later load hashes only what changed since (cold start: the bge-m3-shape int8 artifact hashed in 0.8 s
-    of its 1.4 s load). Kept in cache_dir()/verified/, keyed by the artifact's path and manifest digest.
+    later load hashes only what changed since (hashing was most of a cold start: bench/results/design-notes.md). Kept in
+    cache_dir()/verified/, keyed by the artifact's path and manifest digest.
     A file modified within RACY_SECONDS of its check is never vouched for: a write in the same clock tick
     would leave its stamp unchanged (git's "racily clean" rule)."""
 

@@ -21,43 +21,25 @@ if not Path("/dev/nvidia0").exists():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
-# Test tiers (pytest -m TIER). runtime: numpy, onnxruntime and tokenizers only (the slim install; CI runs it
-# alone in its own environment too); kernels: Triton's kernels (its CPU interpreter without a GPU); serve: the
-# HTTP server on loopback (the serve extra); milvus: a real Milvus Lite (the milvus extra); ray: a real
-# two-node local Ray cluster (the ray extra); export:
-# builds models and exports them (torch, transformers, onnx); parity: against FlagEmbedding; gpu and slow as
-# marked. A test's tier follows from its file and the fixtures it asks for.
-EXPORT_FILES = {"test_atomic_export.py", "test_bench.py", "test_cli.py", "test_cpu.py", "test_export.py",
-                "test_fp16.py", "test_int8.py", "test_source_checks.py", "test_runtime_load.py"}
-PARITY_FILES = {"test_parity.py"}
-KERNEL_FILES = {"test_maxsim_triton.py"}
-SERVE_FILES = {"test_serve.py", "test_serve_fuzz.py"}
-MILVUS_FILES = {"test_milvus.py"}
-RAY_FILES = {"test_ray.py"}
-EXPORT_FIXTURES = {"tiny_model_dir", "minilm_m3_dir", "minilm_artifacts"}
+# Test tiers (pytest -m TIER): a test's tier is its folder's, set here and nowhere else. runtime: numpy,
+# onnxruntime and tokenizers only (the slim install; CI runs it alone in its own environment too); corpus:
+# `m3rt encode` and embed-corpus in this process (the slim install, pyarrow for Parquet); kernels: Triton's
+# kernels (its CPU interpreter without a GPU); serve: the HTTP server on loopback (the serve extra); milvus: a
+# real Milvus Lite (the milvus extra); ray: a real two-node local Ray cluster (the ray extra); export: builds
+# models and exports them (torch, transformers, onnx); parity: against FlagEmbedding. gpu and slow are marked by
+# hand on top.
+TIERS = {"runtime": "runtime", "corpus": "corpus", "kernels": "kernels", "serve": "serve", "milvus": "milvus",
+         "ray": "ray", "export": "export", "parity": "parity"}
+TESTS = Path(__file__).parent
+pytest_plugins = ("references",)  # the float64 references and seeded inputs of the kernel tests
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        name = item.path.name
-        fixtures = set(getattr(item, "fixturenames", ()))
-        if any(item.get_closest_marker(m) for m in ("gpu", "slow", "export", "parity", "kernels", "serve", "milvus",
-                                                      "ray")):
-            continue  # marked by hand
-        if name in PARITY_FILES or "flag_model" in fixtures:
-            item.add_marker(pytest.mark.parity)
-        elif name in KERNEL_FILES:
-            item.add_marker(pytest.mark.kernels)
-        elif name in SERVE_FILES:
-            item.add_marker(pytest.mark.serve)
-        elif name in MILVUS_FILES:
-            item.add_marker(pytest.mark.milvus)
-        elif name in RAY_FILES:
-            item.add_marker(pytest.mark.ray)
-        elif name in EXPORT_FILES or fixtures & EXPORT_FIXTURES:
-            item.add_marker(pytest.mark.export)
-        else:
-            item.add_marker(pytest.mark.runtime)
+        folder = item.path.relative_to(TESTS).parts[0]
+        if folder not in TIERS:
+            raise pytest.UsageError(f"{item.path}: a test lives in a tier's folder ({', '.join(TIERS)})")
+        item.add_marker(getattr(pytest.mark, TIERS[folder]))
 
 
 def _can_export() -> bool:

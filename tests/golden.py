@@ -25,3 +25,19 @@ GOLDEN_TEXTS = [
 def load_golden() -> dict[str, np.ndarray]:
     with np.load(GOLDEN_OUTPUTS) as data:
         return {k: data[k] for k in data.files}
+
+
+# fp32 through onnxruntime against PyTorch: ~1e-7 on one machine; other CPU classes sum in other orders.
+TOL = 1e-5
+
+
+def check_against_golden(out: dict, golden: dict) -> None:
+    np.testing.assert_allclose(out["dense_vecs"], golden["dense"], atol=TOL)
+    indptr = golden["sparse_indptr"]
+    for i, weights in enumerate(out["lexical_weights"]):
+        ids = golden["sparse_ids"][indptr[i]:indptr[i + 1]]
+        assert [int(k) for k in weights] == ids.tolist(), f"text {i}: tokens or their order differ"
+        np.testing.assert_allclose(list(weights.values()), golden["sparse_weights"][indptr[i]:indptr[i + 1]], atol=TOL)
+    offsets = golden["colbert_offsets"]
+    for i, vecs in enumerate(out["colbert_vecs"]):
+        np.testing.assert_allclose(vecs, golden["colbert"][offsets[i]:offsets[i + 1]], atol=TOL)

@@ -34,8 +34,8 @@ def _ray():
     return ray
 
 
-# Rows per map_batches call. On CPUs small, so that the work spreads evenly over the actors (at 1,024 one
-# 500-row shard was one call, done by one of two actors); Ray's cost per call (milliseconds) is nothing
+# Rows per map_batches call. On CPUs small, so that the work spreads evenly over the actors (with large calls
+# one actor did a whole shard while another idled: bench/results/design-notes.md); Ray's cost per call (milliseconds) is nothing
 # beside 64 rows of encoding on a CPU (seconds). GPUs encode 64 rows in a fraction of a second: larger calls
 # there. The runtime batches by tokens inside each call.
 BATCH_ROWS_CPU = 64
@@ -166,7 +166,7 @@ def task_cause(error: BaseException) -> BaseException | None:
 def _wait_for_free(ray, cpus: float, gpus: float, timeout_s: float = 10.0) -> None:
     """Wait (at most timeout_s) until the pool's CPUs and GPUs are free. The actors of a job that just ended
     in this process hold theirs for a second or two more, and a pool started then ran the whole job with one
-    actor of two (66 s against 38 s, two jobs in a row in one driver)."""
+    actor of two (bench/results/design-notes.md)."""
     deadline = time.monotonic() + timeout_s
     while True:
         free = ray.available_resources()
@@ -183,7 +183,7 @@ def _read_pieces(ray, pieces: list[tuple], id_field: str, text_field: str, reade
     """One Dataset of (id, text, shard path): one zero-CPU task and one block per piece. One block per piece
     matters: Ray Data hands an actor whole blocks, and merges what one task yields into blocks of up to
     128 MiB, so a whole shard read by one task became one block, and one of two actors did both shards while
-    the other was scaled away (64 s against 38 s). Its streaming repartition would cut them, but its tasks
+    the other was scaled away (bench/results/design-notes.md). Its streaming repartition would cut them, but its tasks
     hold a CPU, which never comes free while the actors hold every one."""
     items = [{"file": path, "chunk": json.dumps(chunk)} for path, chunk in pieces]
     return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(

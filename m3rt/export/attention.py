@@ -3,8 +3,8 @@
 Traced as Hugging Face's eager code, attention is MatMul -> Add(mask) -> Softmax -> MatMul over a
 [batch, heads, S, S] score tensor: 4 GiB per layer at 8192 tokens. onnxruntime's com.microsoft
 MultiHeadAttention runs a tiled (flash) kernel on the CPU that never holds the whole score matrix, but only
-when it gets no key padding mask; with one it falls back to the unfused kernel (measured with onnxruntime
-1.32 at 4096 tokens, 1024 hidden, 16 heads: 0.43 s and +70 MB without a mask, 2.9 s and +1.1 GB with one).
+when it gets no key padding mask; with one it falls back to the unfused kernel, several times slower and
+larger at long inputs (bench/results/design-notes.md).
 So the export traces each layer's attention as `m3rt::Attention(q, k, v, attention_mask)` and
 `rewrite_for_onnxruntime` turns it into
 

@@ -4,17 +4,15 @@
   activations quantised per call (uint8, per tensor), which onnxruntime runs as DynamicQuantizeMatMul
   on VNNI. Attention (q.k and p.v) stays fp32 inside MultiHeadAttention.
 - The two heads and the first encoder layer stay fp32: the heads are a small share of the work and what
-  the outputs are read from; the first layer is the most sensitive one (measured on the trained
-  all-MiniLM-L6-v2 with M3 heads, int8 vs fp32: keeping layer 0 in fp32 lifts the sparse top-10 overlap
-  from 0.91 to 0.97 and the worst dense cosine from 0.993 to 0.996; for bge-m3's 24 layers it costs ~5%
-  of the int8 time).
+  the outputs are read from; the first layer is the most sensitive one (on the trained all-MiniLM-L6-v2 with
+  M3 heads, keeping it in fp32 lifts the sparse top-10 overlap and the worst dense cosine markedly, for a
+  small share of the int8 time at 24 layers).
 - The word embedding table (the largest tensor: 1 GB fp32 for bge-m3) is stored fp16 with a Cast after the
   lookup: half the memory, a 2^-11 relative rounding that is far below the int8 error.
 Norms, biases and position embeddings stay fp32.
 
-Measured and not kept (bge-m3 shape, batch 1, 128 / 512 tokens, 2-core Xeon with VNNI): this graph runs in
-0.13 / 0.57 s; onnxruntime's weight-only MatMulNBits with int8 compute (accuracy_level 4) took 0.27 / 1.29 s
-at 8 bits and 0.43 / 1.70 s at 4 bits; fusing q/k/v into one [H, 3H] product changed nothing beyond noise.
+Tried and not kept: onnxruntime's weight-only MatMulNBits with int8 compute (slower at 8 and 4 bits), and
+fusing q/k/v into one [H, 3H] product (no change beyond noise). The figures: bench/results/design-notes.md.
 """
 
 from __future__ import annotations
@@ -53,8 +51,8 @@ def quantize_int8(fp32_graph: Path, out_path: Path, work_dir: Path | None = None
         model = onnx.load(str(quantized), load_external_data=True)
     embeddings_to_fp16(model)
     # Weights in a data file beside the graph: onnxruntime maps it, so the fp16 embedding table costs
-    # resident memory only for the rows looked up (measured at bge-m3 shape: 360 MB RSS after load, 1.1 GB
-    # when the same graph was one protobuf file).
+    # resident memory only for the rows looked up: a fraction of the RSS of one protobuf file
+    # (bench/results/design-notes.md).
     save_graph(model, out_path, external=True)
 
 

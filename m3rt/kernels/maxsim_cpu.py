@@ -5,7 +5,7 @@ bounded fp32 buffer [tokens, query rows]; np.maximum.reduceat takes the per-docu
 the token axis and a sum over query rows gives the score. Blocks run on a few worker threads,
 each with single-threaded BLAS: the per-block max runs in parallel too, and dynamic scheduling
 keeps both cores busy when one is slowed down, where one multi-threaded BLAS call splits work
-statically (measured on 2 shared cores: +10-25% at d=128, fewer slow outliers at d=1024).
+statically (faster, with fewer slow outliers: bench/results/design-notes.md).
 Needs threadpoolctl to pin BLAS to one thread per worker; without it blocks run serially.
 
 Inputs are validated by m3rt.kernels.maxsim; these functions assume valid packed arrays.
@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 # Similarity buffer per worker: 1 MiB = [8192 tokens, 32 query rows] fp32. On a 2 MiB-L2 core
-# 256 KiB..1 MiB measured within noise at d=128 and d=1024; 2 MiB was 15% and 4 MiB 40% slower.
+# 256 KiB..1 MiB were within noise at d=128 and d=1024, larger blocks slower (bench/results/design-notes.md).
 S_BLOCK_BYTES = 1 << 20
 # fp32 copy of a fp16 / bf16 / fp64 document block; kept small so it stays in cache for the matmul.
 UPCAST_BLOCK_BYTES = 4 << 20
@@ -138,8 +138,8 @@ def to_f32(src: np.ndarray, bf16: bool = False) -> np.ndarray:
     if bf16:  # bf16 is the top half of an fp32
         np.left_shift(src.view(np.uint16), 16, out=out.view(np.uint32), dtype=np.uint32)
     elif src.dtype == np.float16:
-        # numpy's fp16 cast is scalar here (1.5 ns/element, twice the matmul); the shift + rescale
-        # trick is exact for finite values and ~2x faster. Inf/NaN (exponent 31) take the slow cast.
+        # numpy's fp16 cast is scalar here (slower than the matmul itself); the shift + rescale
+        # trick is exact for finite values and faster. Inf/NaN (exponent 31) take the slow cast.
         bits = src.view(np.int16)
         if np.bitwise_and(bits, 0x7C00).max(initial=0) == 0x7C00:
             np.copyto(out, src)

@@ -152,9 +152,8 @@ def default_config(rows: int, d: int, dtype: torch.dtype) -> dict:
     many resident programs per SM hide HBM latency (sm_90: 108 regs, 48 KiB smem, 0 spills at
     d=1024). Many rows: 128-row tiles (4 queries of 32 tokens share each document tile) on wgmma.
     Chosen from bench/device/maxsim.sh's sweeps on an H100 (bench/results/gpu-h100.md): one query at
-    d=1024 reads at 103% of the measured copy rate with every tile tried (within 1%); 128 queries x 10k
-    documents ran 51-52 ms at d=1024 with 128-wide document tiles and 4 warps against 70 ms with 64 and 8,
-    and 9.7 ms against 11.9 at d=128."""
+    d=1024 reads at the copy rate with every tile tried; 128-wide document tiles with 4 warps were the fastest
+    at d=1024 and d=128 (bench/results/design-notes.md)."""
     block_m = min(128, max(16, _pow2(rows)))
     if dtype == torch.float32:  # fp32 runs on FMA units ("ieee"): keep tiles small
         return dict(BLOCK_M=min(block_m, 64), BLOCK_N=32, BLOCK_D=min(64, max(16, _pow2(d))),

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import numpy as np
 
 
-# Padded tokens a batch may add over its real ones: padding is pure waste (measured on the CPU, int8
-# bge-m3 shape: one batch of 24 texts of 8-512 tokens ran at 209 tokens/s, the same texts one by one at 772).
+# Padded tokens a batch may add over its real ones: padding is pure waste (on the CPU a batch of texts of
+# mixed lengths ran several times slower per token than the same texts one by one: bench/results/design-notes.md).
 MAX_PADDING = 0.25
 
 

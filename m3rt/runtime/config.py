@@ -44,8 +44,8 @@ class BackendOptions:
 class RuntimeConfig:
     backend: str = "auto"
     batch_size: int = 256
-    # Padded tokens per engine call (rows x longest row); None: the backend's own (engine.batch_tokens:
-    # 1024 on the CPU, where bigger calls ran slower, 16384 on GPUs). Also bounds memory on long inputs.
+    # Padded tokens per engine call (rows x longest row); None: the backend's own (its
+    # preferred_batch_tokens). Also bounds memory on long inputs.
     max_batch_tokens: int | None = None
     # None: DEFAULT_MAX_LENGTH, or the artifact's own limit when that is lower.
     query_max_length: int | None = None
@@ -63,8 +63,8 @@ class RuntimeConfig:
     # Texts iter_encode holds (and yields per Encoded chunk) at a time.
     chunk_size: int = 1024
     # iter_encode reads and tokenizes the next chunk while the engine runs the current one. None: on for GPU
-    # engines, off on the CPU, where tokenizing was 0.4% of an int8 6-layer bge-m3-width run and the overlap
-    # measured no gain (2,000 short texts: 20.6-21.7 s with, 20.4-22.3 s without).
+    # engines, off on the CPU, where tokenizing is a tiny share of the time and the overlap gained nothing
+    # (bench/results/design-notes.md).
     overlap_tokenize: bool | None = None
     # Checksums at load: "once" hashes each file in full once per machine and then only when its size, mtime,
     # ctime or inode changed (artifact.VerifiedRecord); "always" every load; "off" never. True means "once".

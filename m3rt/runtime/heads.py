@@ -76,7 +76,7 @@ class Collector:
     """Collects the heads of one chunk's batches (in any order) into one `Encoded` in input order.
 
     dense rows go straight into their place; lexical rows are kept per text; ColBERT rows are kept as views of
-    the batches' outputs and packed with one copy at the end (filling the packed array batch by batch measured
+    the batches' outputs and packed with one copy at the end (filling the packed array batch by batch was
     slower: bench/results/design-notes.md), which holds at most the batches' padded size meanwhile."""
 
     def __init__(self, lengths: np.ndarray, outputs, *, hidden: int, colbert_dim: int, skip_ids: tuple[int, ...],

@@ -11,7 +11,7 @@ from m3rt.runtime.engine import Engine
 
 class OrtCpuEngine(Engine):
     name = "onnxruntime-cpu"
-    # tokens/s rise with padded tokens per call up to ~256-1024 (short texts share the per-call cost) and fall
+    # tokens/s rise with padded tokens per call up to about this (short texts share the per-call cost) and fall
     # beyond (activations leave the caches): bench/results/design-notes.md.
     preferred_batch_tokens = 1024
 

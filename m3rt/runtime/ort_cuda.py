@@ -27,9 +27,8 @@ class OrtCudaEngine(Engine):
     on_gpu = True
     device = "cuda"  # where inputs and outputs are bound (the tests bind the same logic on "cpu")
     # Device buffers bound once per (input shape, outputs) and reused while that shape repeats (queries of one
-    # length, a batch planner's fixed buckets): on an H100 at bge-m3 shape, fp16, batch 1 x 128 tokens took
-    # 5.9 ms against 6.8 ms with a new binding per call, 5.8 against 7.4 at 1 x 512, within 4% at batch 32
-    # (bench/results/gpu-h100.md). At most this many shapes keep buffers (<= 64 MB each at batch_tokens).
+    # length, a batch planner's fixed buckets): faster than a new binding per call at small batches
+    # (bench/results/design-notes.md). At most this many shapes keep buffers (each bounded by batch_tokens).
     bound_shapes = 4
 
     def _open(self) -> None:

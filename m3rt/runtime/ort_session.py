@@ -49,8 +49,9 @@ def session_options(config):
       shrinks, so one long input would pin its peak for the life of the process; without it memory follows
       each call, at the same latency within noise.
     - Memory patterns (pre-planned buffers per input shape) only pay off for repeated shapes: off.
-    - Graph optimisation level ALL (onnxruntime's own fusions: Gelu, SkipLayerNorm, DynamicQuantizeMatMul)
-      measured best or equal to BASIC at bge-m3 shape (bench/results/cpu-session-options.md).
+    - Graph optimisation level ALL (onnxruntime's own fusions: Gelu, SkipLayerNorm, DynamicQuantizeMatMul):
+      best or equal to BASIC at bge-m3 shape.
+    The figures behind each: bench/results/design-notes.md.
     """
     import onnxruntime as ort
 
@@ -73,7 +74,7 @@ def session_options(config):
         # Without VNNI, onnxruntime's U8S8 int8 kernels (VPMADDUBSW) saturate their int16 pair sums; this
         # setting makes it convert the s8 weights to u8 at load and use exact U8U8 kernels (the int8 export
         # gate fails without it on AVX2). With VNNI it changes no number and costs speed, so it is set only
-        # here (bench/results/cpu-isa-classes.md). Float graphs are not affected.
+        # here (bench/results/design-notes.md). Float graphs are not affected.
         config_entries.setdefault(X64_QUANT_PRECISION, "1")
     for key, value in config_entries.items():
         opts.add_session_config_entry(str(key), str(value))

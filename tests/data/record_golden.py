@@ -4,7 +4,7 @@ FlagEmbedding's outputs on GOLDEN_TEXTS (tests/data/tiny-golden.npz). Needs the 
     python tests/data/record_golden.py
 
 The parity tier checks that these still agree with FlagEmbedding and with a fresh export
-(tests/test_golden.py), so a drift in the tiny model or the exporter shows up there.
+(tests/runtime/test_golden.py, tests/parity/test_golden_parity.py), so a drift in the tiny model or the exporter shows up there.
 """
 
 from __future__ import annotations

@@ -140,7 +140,7 @@ class HybridCollection:
                     progress(written)
         finally:
             # Seals what was written, however the insert ended: sealed segments are persisted and indexed.
-            # Unsealed, a hybrid search over 10k rows took 2.0 s here instead of 35 ms.
+            # Unsealed segments are searched by brute force: many times slower (bench/results/design-notes.md).
             self.client.flush(self.name)
         if ids is not None and next(id_source, None) is not None:
             raise ValueError(f"more ids than texts: {written} texts written, ids left over")

@@ -4,21 +4,11 @@
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pytest
 
-from m3rt.testing.tiny_model import CORPUS
-
-ALL = dict(return_dense=True, return_sparse=True, return_colbert_vecs=True)
-
-
-def fresh_texts(n: int, seed: int) -> list[str]:
-    """Texts unlike the exporter's probe set: random word sequences of 3-60 words from CORPUS."""
-    words = " ".join(CORPUS).split()
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(words) for _ in range(rng.randint(3, 60))) for _ in range(n)]
+from encoding_checks import ALL, fresh_texts
 
 
 def top10(weights: dict) -> set:
@@ -77,7 +67,7 @@ def test_bert_backbone_matches_flagembedding(minilm_m3_dir, minilm_artifacts):
     flag = pytest.importorskip("FlagEmbedding")
     from m3rt import M3Runtime
 
-    from tests.test_parity import assert_same_encoding
+    from encoding_checks import assert_same_encoding
 
     texts = fresh_texts(12, seed=3) + ["", "a"]
     ref = flag.BGEM3FlagModel(str(minilm_m3_dir), use_fp16=False, devices="cpu").encode(

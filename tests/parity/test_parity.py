@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from encoding_checks import TOL, assert_same_encoding
+
 TEXTS = [
     "What is BGE M3?",
     "",  # encodes as <s></s>
@@ -17,35 +19,6 @@ TEXTS = [
     "Der schnelle braune Fuchs springt über den faulen Hund. " * 3,
     "빠른 갈색 여우가 게으른 개를 뛰어넘는다. 素早い茶色の狐",
 ]
-TOL = 1e-5
-
-
-def assert_same_encoding(ours: dict, ref: dict, single: bool = False) -> None:
-    assert set(ours) == {"dense_vecs", "lexical_weights", "colbert_vecs"}
-    if ref["dense_vecs"] is None:
-        assert ours["dense_vecs"] is None
-    else:
-        assert ours["dense_vecs"].dtype == np.float32
-        assert ours["dense_vecs"].shape == ref["dense_vecs"].shape
-        np.testing.assert_allclose(ours["dense_vecs"], ref["dense_vecs"], rtol=0, atol=TOL)
-    for key in ("lexical_weights", "colbert_vecs"):
-        if ref[key] is None:
-            assert ours[key] is None
-    ref_lex = [ref["lexical_weights"]] if single and ref["lexical_weights"] is not None else ref["lexical_weights"]
-    our_lex = [ours["lexical_weights"]] if single and ours["lexical_weights"] is not None else ours["lexical_weights"]
-    if ref_lex is not None:
-        assert len(our_lex) == len(ref_lex)
-        for a, b in zip(our_lex, ref_lex):
-            assert list(a) == list(b), "same token ids, in the same order"
-            for k in a:
-                assert abs(float(a[k]) - float(b[k])) <= TOL, k
-    ref_col = [ref["colbert_vecs"]] if single and ref["colbert_vecs"] is not None else ref["colbert_vecs"]
-    our_col = [ours["colbert_vecs"]] if single and ours["colbert_vecs"] is not None else ours["colbert_vecs"]
-    if ref_col is not None:
-        assert len(our_col) == len(ref_col)
-        for a, b in zip(our_col, ref_col):
-            assert a.dtype == np.float32 and a.shape == b.shape
-            np.testing.assert_allclose(a, b, rtol=0, atol=TOL)
 
 
 ALL = dict(return_dense=True, return_sparse=True, return_colbert_vecs=True)

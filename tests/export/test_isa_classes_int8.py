@@ -11,62 +11,12 @@ Skipped, with the reason, where the machine cannot mask CPUID or is itself below
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from m3rt.runtime.cpu import detect
-from m3rt.testing import isa_mask
+from isa_masked import mask_lib, run_masked, unavailable  # noqa: F401 - mask_lib is a fixture
 
-pytestmark = pytest.mark.skipif(isa_mask.unavailable() is not None, reason=f"ISA masks: {isa_mask.unavailable()}")
-
-ORDER = ("avx2", "avx512", "avx512-vnni", "avx512-bf16", "amx")
-
-
-def below_this_machine(mask: str) -> bool:
-    here = detect().cls
-    return here in ORDER and ORDER.index(here) > ORDER.index(mask)
-
-
-@pytest.fixture(scope="module")
-def mask_lib(tmp_path_factory):
-    return isa_mask.build(tmp_path_factory.mktemp("isa_mask"))
-
-
-def run_masked(mask: str, lib, code: str, *args: str) -> dict:
-    if not below_this_machine(mask):
-        pytest.skip(f"this machine is {detect().cls}: nothing above {mask} to hide")
-    done = subprocess.run([sys.executable, "-c", code, *args], env=isa_mask.environment(mask, lib),
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-SEEN = """
-import json
-import numpy as np
-try:
-    from numpy._core._multiarray_umath import __cpu_features__ as f
-except ImportError:  # numpy 1.x
-    from numpy.core._multiarray_umath import __cpu_features__ as f
-from m3rt.runtime.cpu import detect
-print(json.dumps({"class": detect().cls, "numpy": {k: f[k] for k in ("AVX2", "AVX512F", "AVX512_ICL", "AVX512_SPR")}}))
-"""
-
-
-@pytest.mark.parametrize("mask, numpy_sees", [
-    ("avx2", {"AVX2": True, "AVX512F": False, "AVX512_ICL": False}),
-    ("avx512", {"AVX2": True, "AVX512F": True, "AVX512_ICL": False}),  # ICL includes VNNI
-    ("avx512-vnni", {"AVX512F": True, "AVX512_SPR": False}),  # SPR includes AVX512-FP16
-])
-def test_mask_hides_the_classes_above_it(mask, numpy_sees, mask_lib):
-    """Both readers see the mask: /proc/cpuinfo (m3rt's detector) and the CPUID instruction (numpy's dispatch,
-    as onnxruntime's MLAS reads it)."""
-    seen = run_masked(mask, mask_lib, SEEN)
-    assert seen["class"] == mask
-    assert {k: seen["numpy"][k] for k in numpy_sees} == numpy_sees
-
+pytestmark = unavailable
 
 EXPORT_AND_PROBE = """
 import json, sys
@@ -80,6 +30,14 @@ gate = json.loads((art / "manifest.json").read_text())["validation"]["int8"]["me
 # onnxruntime's default kernels, as a program that does not set the precision mode gets them
 rt = M3Runtime(art, session_config={"session.x64quantprecision": "0"}) if saturating else None
 print(json.dumps({"gate": gate, "default_kernels": probe_fidelity(rt.manifest, rt.engine) if rt else None}))
+"""
+
+
+LOAD = """
+import json, sys
+from m3rt import M3Runtime
+rt = M3Runtime(sys.argv[1])
+print(json.dumps({"checked": rt.cpu_check}))
 """
 
 
@@ -102,14 +60,6 @@ def test_avx2_default_kernels_saturate(mask_lib, tiny_model_dir, tmp_path):
     exact, default = got["gate"], got["default_kernels"]
     assert default["sparse_max_rel_err"] > exact["sparse_max_rel_err"] + 0.05
     assert default["dense_min_cosine"] < exact["dense_min_cosine"]
-
-
-LOAD = """
-import json, sys
-from m3rt import M3Runtime
-rt = M3Runtime(sys.argv[1])
-print(json.dumps({"checked": rt.cpu_check}))
-"""
 
 
 def test_artifact_from_this_class_is_rechecked_and_passes_on_avx2(mask_lib, tiny_model_dir, tmp_path):

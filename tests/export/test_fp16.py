@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.test_int8 import ALL, fresh_texts
+from encoding_checks import ALL, fresh_texts
 
 
 @pytest.fixture(scope="module")

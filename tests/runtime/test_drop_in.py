@@ -1,5 +1,5 @@
 """FlagEmbedding users' first line works: every BGEM3FlagModel constructor argument is accepted and does what
-it means on an artifact, or says why it cannot; from_pretrained exports a model once into a cache."""
+it means on an artifact, or says why it cannot."""
 
 from __future__ import annotations
 
@@ -63,17 +63,6 @@ def test_truncate_dim_cuts_and_renormalises(tiny_artifact):
         np.testing.assert_allclose(b, a[:, :16] / np.linalg.norm(a[:, :16], axis=1, keepdims=True), atol=1e-6)
 
 
-def test_truncate_dim_matches_flagembedding(tiny_model_dir, runtime):
-    flag = pytest.importorskip("FlagEmbedding")
-    texts = ["What is BGE M3?", "北京是中国的首都。", "a"]
-    ref = flag.BGEM3FlagModel(str(tiny_model_dir), use_fp16=False, devices="cpu", truncate_dim=24).encode(
-        texts, return_dense=True, return_colbert_vecs=True)
-    got = M3Runtime(runtime.manifest.root, truncate_dim=24).encode(texts, return_colbert_vecs=True)
-    np.testing.assert_allclose(got["dense_vecs"], ref["dense_vecs"], atol=1e-5)
-    for a, b in zip(got["colbert_vecs"], ref["colbert_vecs"]):
-        np.testing.assert_allclose(a, b, atol=1e-5)
-
-
 def test_upstream_signature_is_the_one_listed():
     import inspect
 
@@ -83,29 +72,3 @@ def test_upstream_signature_is_the_one_listed():
     assert listed == UPSTREAM_DEFAULTS
 
 
-def test_model_directories_and_hub_ids_point_at_from_pretrained(tiny_model_dir):
-    from m3rt import ArtifactError
-
-    with pytest.raises(ArtifactError, match=r"a model directory, not an m3rt artifact; .*from_pretrained"):
-        M3Runtime(tiny_model_dir)
-    with pytest.raises(ArtifactError, match=r"M3Runtime.from_pretrained\('BAAI/bge-m3'\)"):
-        M3Runtime("BAAI/bge-m3")
-
-
-def test_from_pretrained_exports_once_and_reuses(tiny_model_dir, tmp_path, runtime):
-    import shutil
-
-    cache = tmp_path / "cache"
-    rt = M3Runtime.from_pretrained(tiny_model_dir, cache_dir=cache, batch_size=8)
-    assert rt.config.batch_size == 8
-    np.testing.assert_array_equal(rt.encode(["hello"])["dense_vecs"], runtime.encode(["hello"])["dense_vecs"])
-    artifact = rt.manifest.root
-    created = (artifact / "manifest.json").stat().st_mtime_ns
-    again = M3Runtime.from_pretrained(tiny_model_dir, cache_dir=cache)
-    assert again.manifest.root == artifact and (artifact / "manifest.json").stat().st_mtime_ns == created
-    # Another precision, or a changed source, is another artifact.
-    assert M3Runtime.from_pretrained(tiny_model_dir, cache_dir=cache, precision="fp16").manifest.precision == "fp16"
-    src = shutil.copytree(tiny_model_dir, tmp_path / "edited")
-    (src / "README.md").write_text("edited")
-    assert M3Runtime.from_pretrained(src, cache_dir=cache).manifest.root != artifact
-    assert len(list((cache / "artifacts").iterdir())) == 3

@@ -263,7 +263,7 @@ def test_example_script_runs(tmp_path):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, str(root / "examples" / "hybrid_search.py"), "--db",
                            str(tmp_path / "example.db")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

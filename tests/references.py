@@ -1,4 +1,5 @@
-"""Shared fixtures for the MaxSim kernel tests: a per-test seeded RNG and a float64 reference."""
+"""float64 references and seeded inputs for the kernel and scoring tests (a pytest plugin of tests/conftest.py):
+a per-test seeded RNG, MaxSim references, unit vectors like BGE-M3's."""
 
 from __future__ import annotations
 
