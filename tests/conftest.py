@@ -25,11 +25,12 @@ if not Path("/dev/nvidia0").exists():
 # onnxruntime and tokenizers only (the slim install; CI runs it alone in its own environment too); corpus:
 # `m3rt encode` and embed-corpus in this process (the slim install, pyarrow for Parquet); kernels: Triton's
 # kernels (its CPU interpreter without a GPU); serve: the HTTP server on loopback (the serve extra); milvus: a
-# real Milvus Lite (the milvus extra); ray: a real two-node local Ray cluster (the ray extra); export: builds
-# models and exports them (torch, transformers, onnx); parity: against FlagEmbedding. gpu and slow are marked by
-# hand on top.
+# real Milvus Lite (the milvus extra); qdrant: real Qdrant local-mode collections (the qdrant extra); frameworks:
+# the LangChain, LlamaIndex and Haystack adapters with the real packages; ray: a real two-node local Ray cluster
+# (the ray extra); export: builds models and exports them (torch, transformers, onnx); parity: against
+# FlagEmbedding. gpu and slow are marked by hand on top.
 TIERS = {"runtime": "runtime", "corpus": "corpus", "kernels": "kernels", "serve": "serve", "milvus": "milvus",
-         "ray": "ray", "export": "export", "parity": "parity"}
+         "qdrant": "qdrant", "frameworks": "frameworks", "ray": "ray", "export": "export", "parity": "parity"}
 TESTS = Path(__file__).parent
 pytest_plugins = ("references",)  # the float64 references and seeded inputs of the kernel tests
 
