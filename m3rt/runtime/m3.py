@@ -180,6 +180,24 @@ class M3Runtime:
         finally:
             _report_cuts(cut, done, plan.max_length)  # once per call, however it ended
 
+    def tokenize(self, texts: Sequence[str], *, max_length: int | None = None) -> Tokenized:
+        """Texts -> token ids cut at max_length (default passage_max_length), the work per text bounded by
+        max_length whatever the text's size: for callers that admit work by its tokens (m3rt serve) before
+        encoding it with encode_tokenized."""
+        max_length = self.check_max_length(_default(max_length, self.passage_max_length))
+        return self.pipeline.tokenize(check_texts(texts, "texts"), 0, max_length)
+
+    def encode_tokenized(
+        self, tokenized: Tokenized, *, batch_size: int | None = None, return_dense: bool | None = None,
+        return_sparse: bool | None = None, return_colbert_vecs: bool | None = None,
+    ) -> Encoded:
+        """As encode_native, on texts tokenized by `tokenize` (Tokenized.join merges several calls' texts)."""
+        plan = self._plan(batch_size, None, return_dense, return_sparse, return_colbert_vecs)
+        self._check_unchanged()
+        encoded = self.pipeline.encode_chunk(tokenized, plan, self._progress_counter(0, len(tokenized.rows)))
+        _report_cuts(int(encoded.truncated.sum()), len(encoded), 0)
+        return encoded
+
     def _encode_list(self, texts: list[str], plan: Plan) -> Encoded:
         """One whole list as one chunk (encode's length sorting spans all of it)."""
         self._check_unchanged()
@@ -309,8 +327,10 @@ class M3Runtime:
 
 
 def _report_cuts(cut: int, n: int, max_length: int) -> None:
+    """max_length 0: not known here (texts tokenized earlier)."""
     if cut:
-        log.warning("%d of %d texts were cut to max_length=%d tokens", cut, n, max_length)
+        log.warning("%d of %d texts were cut to %s tokens", cut, n, f"max_length={max_length}" if max_length else
+                    "their max_length")
 
 
 def _default(value, fallback):

@@ -23,11 +23,24 @@ STAGES = ("tokenize", "plan", "engine", "heads")
 
 @dataclass(frozen=True)
 class Tokenized:
+    """Texts start .. start + len(rows) of an input as token ids (specials included, cut at max_length)."""
+
     start: int
     rows: list[np.ndarray]
     lengths: np.ndarray
     truncated: np.ndarray
     seconds: float
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @classmethod
+    def join(cls, parts: list["Tokenized"]) -> "Tokenized":
+        """Several tokenized runs as one, in order (the first one's start)."""
+        return cls(start=parts[0].start if parts else 0, rows=[r for p in parts for r in p.rows],
+                   lengths=np.concatenate([p.lengths for p in parts]) if parts else np.zeros(0, np.int64),
+                   truncated=np.concatenate([p.truncated for p in parts]) if parts else np.zeros(0, bool),
+                   seconds=sum(p.seconds for p in parts))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from m3rt.runtime.windows import MAX_WINDOW_CHARS, first_window, prefix
+
 # transformers' clean_up_tokenization, applied by HF decode when the tokenizer config asks for it.
 _CLEANUPS = (
     (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
@@ -61,26 +63,57 @@ class TextTokenizer:
         return self.encode_counting_cuts(texts, max_length)[0]
 
     def encode_counting_cuts(self, texts: list[str], max_length: int) -> tuple[list[np.ndarray], np.ndarray]:
-        """As encode, with a bool per text: True where the text was cut to fit max_length."""
+        """As encode, with a bool per text: True where the text was cut to fit max_length.
+
+        The work per text is bounded by max_length, not by the text's size: a text longer than a window of
+        characters is tokenized from a prefix (windows.py), with the same ids as the whole text gives."""
         if self.limit is not None and max_length > self.limit:
             raise ValueError(f"max_length={max_length} is above the tokenizer's limit of {self.limit} tokens")
-        try:
-            encodings = self._base.encode_batch(texts)
-        except TypeError:
-            _raise_on_bad_text(texts)
-            raise
-        keep, suffix = max_length - self._suffix, self._suffix
-        rows = []
-        cut = np.zeros(len(encodings), dtype=bool)
-        for i, e in enumerate(encodings):
-            ids = np.asarray(e.ids, dtype=np.int64)
-            if len(ids) > max_length:
-                ids = np.concatenate([ids[:keep], ids[len(ids) - suffix:]]) if suffix else ids[:max_length]
-                cut[i] = True
-            elif e.overflowing:  # cut at the tokenizer's own limit
-                cut[i] = True
-            rows.append(ids)
+        window = first_window(max_length)
+        rows: list = [None] * len(texts)
+        cut = np.zeros(len(texts), dtype=bool)
+        whole = [i for i, t in enumerate(texts) if not (isinstance(t, str) and len(t) > window)]
+        for i, e in zip(whole, self._encode_batch([texts[i] for i in whole], whole)):
+            rows[i], cut[i] = self._cut(e, max_length)
+        # Long texts: a prefix whose first max_length tokens a longer prefix confirms (both cut at a space).
+        keep = max_length - self._suffix
+        pending = {i: window for i, t in enumerate(texts) if rows[i] is None}
+        trusted: dict[int, list[int]] = {}  # first tokens of a prefix that a longer one may confirm
+        while pending:
+            order = list(pending)
+            cuts = [prefix(texts[i], pending[i]) for i in order]
+            following = {}
+            for i, (text, trust), e in zip(order, cuts, self._encode_batch([c[0] for c in cuts], order)):
+                if len(text) == len(texts[i]):  # the window reached the end: the whole text, exactly
+                    rows[i], cut[i] = self._cut(e, max_length)
+                    continue
+                full = len(e.ids) > max_length or bool(e.overflowing)
+                if full and trusted.get(i) == e.ids[:keep] or pending[i] >= MAX_WINDOW_CHARS:
+                    # Confirmed, or a text with fewer than max_length tokens in its first MAX_WINDOW_CHARS
+                    # characters (one giant "word"): read up to there, counted as cut.
+                    rows[i], cut[i] = self._cut(e, max_length)[0], True
+                    continue
+                if full and trust:
+                    trusted[i] = e.ids[:keep]
+                following[i] = min(2 * pending[i], MAX_WINDOW_CHARS)
+            pending = following
         return rows, cut
+
+    def _encode_batch(self, texts: list[str], indices: list[int]):
+        """texts[k] is the caller's text indices[k] (or a prefix of it): errors name that index."""
+        try:
+            return self._base.encode_batch(texts)
+        except TypeError:
+            _raise_on_bad_text(texts, indices)
+            raise
+
+    def _cut(self, encoding, max_length: int) -> tuple[np.ndarray, bool]:
+        """An encoding's ids cut to max_length as the library's own truncation cuts, and whether it was cut."""
+        ids = np.asarray(encoding.ids, dtype=np.int64)
+        if len(ids) > max_length:
+            keep, suffix = max_length - self._suffix, self._suffix
+            return (np.concatenate([ids[:keep], ids[len(ids) - suffix:]]) if suffix else ids[:max_length]), True
+        return ids, bool(encoding.overflowing)  # overflowing: cut at the tokenizer's own limit
 
     @property
     def vocab_size(self) -> int:
@@ -108,9 +141,9 @@ def _trailing_ones(mask: list[int]) -> int:
     return n
 
 
-def _raise_on_bad_text(texts: list[str]) -> None:
+def _raise_on_bad_text(texts: list[str], indices: list[int]) -> None:
     """The tokenizers library refuses a str that is not valid Unicode with a TypeError naming no text."""
-    for i, text in enumerate(texts):
+    for i, text in zip(indices, texts):
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as e:

@@ -147,3 +147,20 @@ def test_planner_obeys_a_built_engines_limits(tiny_artifact):
     out = rt.encode(texts, batch_size=256, max_length=8192)
     assert len(out["dense_vecs"]) == 120 and max(b for b, _ in shapes) <= 16
     assert max(b * s for b, s in shapes) <= 4096 or min(b for b, s in shapes if b * s > 4096) == 1
+
+
+def test_tokenize_then_encode_tokenized_equals_encode_native(runtime):
+    """What the server does (tokenize at admission, merge requests, encode later) gives encode_native's outputs."""
+    from m3rt.runtime.pipeline import Tokenized
+
+    a = ["What is BGE M3?", "北京是中国的首都。" * 30, ""]
+    b = ["Definition of BM25 " * 80, "a"]
+    merged = Tokenized.join([runtime.tokenize(a, max_length=64), runtime.tokenize(b, max_length=64)])
+    got = runtime.encode_tokenized(merged, return_sparse=True, return_colbert_vecs=True)
+    want = runtime.encode_native(a + b, max_length=64, return_sparse=True, return_colbert_vecs=True)
+    np.testing.assert_array_equal(got.dense, want.dense)
+    np.testing.assert_array_equal(got.sparse.token_ids, want.sparse.token_ids)
+    np.testing.assert_array_equal(got.colbert.vectors, want.colbert.vectors)
+    assert got.truncated.tolist() == want.truncated.tolist() == [False, True, False, True, False]
+    with pytest.raises(ValueError, match="max_length=9000 is above the model's limit"):
+        runtime.tokenize(["x"], max_length=9000)
