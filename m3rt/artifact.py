@@ -249,6 +249,8 @@ def write_manifest(root: Path, data: dict[str, Any]) -> Path:
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
     data = dict(data)
     data["files"] = {p.relative_to(root).as_posix(): sha256_file(p) for p in files}
+    # Sizes: a download stops at them (fetch_artifact), and a truncated file is caught without hashing it.
+    data["sizes"] = {p.relative_to(root).as_posix(): p.stat().st_size for p in files}
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise ValueError(f"manifest is missing keys {missing}")
@@ -306,6 +308,9 @@ def read_manifest(root: str | Path, verify: bool | str = True) -> Manifest:
         if not file.is_file():
             raise ArtifactError(f"{file}: missing (listed in {MANIFEST})")
         stamps[name] = _stamp(file)
+        if mode != "off" and name in data.get("sizes", {}) and stamps[name][0] != data["sizes"][name]:
+            raise ArtifactError(f"{file}: {stamps[name][0]} bytes, {MANIFEST} says {data['sizes'][name]} (cut short "
+                                "or modified)")
         if mode == "off" or (record is not None and record.vouches(name, expected, stamps[name])):
             continue
         if sha256_file(file) != expected:
@@ -314,6 +319,7 @@ def read_manifest(root: str | Path, verify: bool | str = True) -> Manifest:
             record.add(name, expected, stamps[name])
     if record is not None:
         record.save()
+    _check_graph(root, data)  # once every file is there and (unless verify="off") matches its checksum
     return Manifest(root=root, data=data, stamps=stamps)
 
 
@@ -392,6 +398,43 @@ def _check_contents(root: Path, files: dict[str, str]) -> None:
         dirnames[:] = [d for d in dirnames if here != root or d not in CACHE_DIRS]
 
 
+def _check_graph(root: Path, data: dict[str, Any]) -> None:
+    """What the graph file itself says, against the manifest: its external data stays inside the artifact (a
+    location that leaves it would run weights nobody hashed, whatever the onnxruntime version), its embedding
+    tables have the manifest's vocabulary and width, and its positions cover max_length. One line naming both
+    values where they differ."""
+    from m3rt.onnx_file import NotOnnx, read_graph_facts
+
+    graph = root / data["graph"]
+    try:
+        facts = read_graph_facts(graph)
+    except (NotOnnx, OSError, IndexError, UnicodeError) as e:
+        raise ArtifactError(f"{graph}: not a readable ONNX graph ({e})") from None
+    inside = root.resolve()
+    for location in facts.external_locations:
+        target = (root / location).resolve() if location else None
+        if (not location or Path(location).is_absolute() or ".." in Path(location).parts or target is None
+                or inside not in target.parents or Path(location).as_posix() not in data["files"]):
+            raise ArtifactError(f"{graph}: external data location {location!r} is not a file of the artifact listed "
+                                f"in {MANIFEST}; refusing to read weights from outside it")
+    dims, where = data["dims"], f"{root / MANIFEST}"
+    word = facts.word_embeddings
+    if word is not None:
+        rows, width = word
+        if dims.get("vocab") is not None and dims["vocab"] != rows:
+            raise ArtifactError(f"{where}: dims.vocab is {dims['vocab']} but the graph's word embeddings have {rows} rows")
+        if dims["hidden"] != width:
+            raise ArtifactError(f"{where}: dims.hidden is {dims['hidden']} but the graph's embeddings are {width} wide")
+    positions = facts.position_rows
+    if positions is not None:
+        # RoBERTa's positions start after the pad id: N position rows hold N - pad - 1 tokens.
+        roberta = data["model_type"] in ("xlm-roberta", "roberta")
+        usable = positions - int(data["special_ids"]["pad"]) - 1 if roberta else positions
+        if data["max_length"] > usable:
+            raise ArtifactError(f"{where}: max_length is {data['max_length']} but the graph's {positions} position "
+                                f"embeddings hold {usable} tokens")
+
+
 def _structure_problem(data: dict[str, Any]) -> str | None:
     """What is wrong with the manifest's shape, or None: the runtime indexes these without further checks."""
     def is_int(v):
@@ -417,6 +460,9 @@ def _structure_problem(data: dict[str, Any]) -> str | None:
         return "'files' must list the graph and the tokenizer"
     if any(Path(name).is_absolute() or ".." in Path(name).parts for name in files):
         return "'files' may only name files inside the artifact"
+    sizes = data.get("sizes", {})
+    if not isinstance(sizes, dict) or not all(is_int(v) and v >= 0 for v in sizes.values()) or set(sizes) - set(files):
+        return "'sizes' must map listed files to their sizes in bytes"
     for key in ("source", "model_type", "precision"):
         if not isinstance(data[key], str):
             return f"{key!r} must be a string"
@@ -430,11 +476,6 @@ def _structure_problem(data: dict[str, Any]) -> str | None:
     return None
 
 
-def verify_artifact(root: str | Path) -> Manifest:
-    """Re-hash every file of the artifact against its manifest, whatever a verified-once record says."""
-    return read_manifest(root, verify="always")
-
-
 def is_url(artifact) -> bool:
     return isinstance(artifact, str) and artifact.startswith(("http://", "https://"))
 
@@ -445,20 +486,40 @@ def resolve_artifact(artifact: str | Path) -> Path:
     return fetch_artifact(artifact) if is_url(artifact) else Path(artifact)
 
 
+# A file fetched from a manifest without sizes (written before they were recorded) stops here.
+MAX_FETCH_BYTES = 32 << 30
+MAX_MANIFEST_BYTES = 16 << 20
+
+
+def _copy_at_most(src, dst, limit: int) -> int:
+    """Copy until EOF or just past `limit` bytes; the bytes read (limit + 1 when there was more)."""
+    done = 0
+    while done <= limit:
+        block = src.read(min(1 << 22, limit + 1 - done))
+        if not block:
+            break
+        dst.write(block)
+        done += len(block)
+    return done
+
+
 def fetch_artifact(url: str, cache: str | Path | None = None, timeout: float = 60.0) -> Path:
     """An artifact served over HTTP(S) as a directory (URL/manifest.json, URL/<each file it lists>), fetched once
     into <cache>/fetched/<manifest digest> and verified against the manifest's checksums; later calls (other
     processes on the node included) find it there. A partial download never takes the final name."""
     import shutil
     import tempfile
+    import urllib.parse
     import urllib.request
 
     base = url.rstrip("/")
     try:
         with urllib.request.urlopen(f"{base}/{MANIFEST}", timeout=timeout) as r:
-            raw = r.read()
+            raw = r.read(MAX_MANIFEST_BYTES + 1)
     except OSError as e:
         raise ArtifactError(f"{base}/{MANIFEST}: cannot be fetched ({e})") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ArtifactError(f"{base}/{MANIFEST}: over {MAX_MANIFEST_BYTES} bytes, not a manifest")
     try:
         data = json.loads(raw)
     except ValueError:
@@ -476,19 +537,24 @@ def fetch_artifact(url: str, cache: str | Path | None = None, timeout: float = 6
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".fetching-", dir=final.parent))
+    sizes = data.get("sizes", {})
     try:
         for name, digest in data["files"].items():
             target = staging / name
             if ".." in Path(name).parts or Path(name).is_absolute():
                 raise ArtifactError(f"{base}/{MANIFEST}: file name {name!r} leaves the artifact")
             target.parent.mkdir(parents=True, exist_ok=True)
+            url = f"{base}/{urllib.parse.quote(name)}"  # a name is a path in the artifact, never URL syntax
+            limit = sizes.get(name, MAX_FETCH_BYTES)
             try:
-                with urllib.request.urlopen(f"{base}/{name}", timeout=timeout) as r, open(target, "wb") as f:
-                    shutil.copyfileobj(r, f, 1 << 22)
+                with urllib.request.urlopen(url, timeout=timeout) as r, open(target, "wb") as f:
+                    got = _copy_at_most(r, f, limit)
             except OSError as e:
-                raise ArtifactError(f"{base}/{name}: cannot be fetched ({e})") from None
+                raise ArtifactError(f"{url}: cannot be fetched ({e})") from None
+            if got > limit:
+                raise ArtifactError(f"{url}: more than the {limit} bytes {MANIFEST} allows; stopped")
             if sha256_file(target) != digest:
-                raise ArtifactError(f"{base}/{name}: sha256 mismatch with {MANIFEST} (changed or cut short)")
+                raise ArtifactError(f"{url}: sha256 mismatch with {MANIFEST} (changed or cut short)")
         (staging / MANIFEST).write_bytes(raw)
         try:
             os.rename(staging, final)

@@ -21,5 +21,9 @@ class BackendError(M3RTError):
     """A named backend cannot start (a missing package, provider or device)."""
 
 
-class ExportBusyError(M3RTError):
+class BusyError(M3RTError):
+    """Another job holds the lock on the same output (m3rt/locking.py)."""
+
+
+class ExportBusyError(BusyError):
     """Another export holds the lock on the same output directory."""

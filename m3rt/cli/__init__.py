@@ -34,7 +34,8 @@ def _build_engine(args) -> None:
 
 def _encode(args) -> None:
     from m3rt.cli.progress import Progress
-    from m3rt.corpus.encode_files import EncodeConfig, count_items, encode_files
+    from m3rt.corpus.encode_files import EncodeConfig, encode_files
+    from m3rt.corpus.inputs import count_items
 
     config = EncodeConfig(**from_arguments(args, EncodeConfig))
     total = len(args.texts) if args.texts else count_items(config.input, jsonl=config.jsonl)
@@ -80,10 +81,11 @@ def _embed_corpus(args) -> None:
 
 
 def _verify(args) -> None:
-    from m3rt.artifact import verify_artifact
+    from m3rt.runtime.graph_check import verify
 
-    m = verify_artifact(args.artifact)
-    print(f"{args.artifact}: {len(m.files)} files match {m.root / 'manifest.json'} (sha256)")
+    m = verify(args.artifact)
+    print(f"{args.artifact}: {len(m.files)} files match {m.root / 'manifest.json'} (sha256); the graph agrees with "
+          "it (external data, dims, vocabulary, positions)")
 
 
 def _num(value, fmt: str) -> str:
@@ -249,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(ec, CorpusConfig)
     ec.set_defaults(func=_embed_corpus)
 
-    v = sub.add_parser("verify", help="re-hash every file of an artifact against its manifest")
+    v = sub.add_parser("verify", help="re-hash every file of an artifact against its manifest and check the graph "
+                                      "against it")
     v.add_argument("artifact", help="artifact directory")
     v.set_defaults(func=_verify)
 

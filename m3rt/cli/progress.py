@@ -1,7 +1,7 @@
 """A dependency-free progress line on stderr for long work (encoding large inputs, benchmarks), drawn by
 the command line: library code reports progress through callbacks (RuntimeConfig.progress) and draws nothing.
 
-Silent for work that finishes within `delay` seconds; redraws in place on a terminal, and prints an
+Silent for work that finishes within FIRST_DRAW_S seconds; redraws in place on a terminal, and prints an
 occasional plain line when stderr is a file or a pipe.
 """
 
@@ -11,10 +11,15 @@ import sys
 import time
 
 
+# Work shorter than this draws nothing.
+FIRST_DRAW_S = 2.0
+
+
 class Progress:
-    def __init__(self, total: int | None, desc: str, enabled: bool = True, delay: float = 2.0, stream=None,
+    def __init__(self, total: int | None, desc: str, enabled: bool = True, delay: float | None = None, stream=None,
                  unit: str = ""):
-        self.total, self.desc, self.enabled, self.delay = total, desc, enabled, delay
+        self.total, self.desc, self.enabled = total, desc, enabled
+        self.delay = FIRST_DRAW_S if delay is None else delay
         self.unit = f" {unit}" if unit else ""
         self.stream = stream or sys.stderr
         self.done = 0
@@ -29,7 +34,8 @@ class Progress:
             return
         now = time.perf_counter()
         interval = 0.2 if self._tty else 10.0
-        if now - self.start < self.delay or (now - self._last < interval and self.done < self.total):
+        unfinished = self.total is None or self.done < self.total
+        if now - self.start < self.delay or (now - self._last < interval and unfinished):
             return
         self._last = now
         self._draw(now)

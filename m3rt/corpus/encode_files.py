@@ -1,28 +1,24 @@
 """encode_files(): texts from arguments, a file or stdin, encoded chunk by chunk through M3Runtime.iter_encode
-and written as they come (what `m3rt encode` runs): memory flat in the input's size, every chunk flushed, an
-interrupted run keeps its complete rows and `resume` continues it.
+and written as they come (what `m3rt encode` runs): memory flat in the input's size, every chunk flushed.
 
-Input: one text per line (a UTF-8 BOM dropped, CRLF and LF alike), JSONL (strings, or objects with a text
-field and an optional id field), or a .json array of those. A line that is not valid in the encoding names the
-file and the line. Output formats:
-- jsonl: one object per text: "index", "id" (when the input had one), and the outputs asked for; floats with
-  `precision_digits` significant digits (9: every float32 exactly).
-- npy: the dense vectors, float32 [n, H] (a valid file at every flush: the header is rewritten as it grows).
-- parquet (pyarrow): m3rt's one Parquet layout (schema.py, as embed-corpus writes, ColBERT in float32); one row
-  group per chunk, written beside the output and renamed into place when complete.
+Nothing is opened for writing until the options, the input and the artifact are checked. An existing output is
+replaced only with `overwrite`, or continued with `resume`, which first checks the run's record (run_record.py)
+against this run's settings and input; npy and parquet outputs appear whole or not at all (writers.py). One
+writer per output (locking.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
+from m3rt.corpus.inputs import Input
+from m3rt.corpus.run_record import InputDigest, RunRecord, complete_rows
+from m3rt.corpus.writers import JsonlWriter, NpyWriter, ParquetWriter, require_pyarrow
+from m3rt.locking import exclusive_lock
 from m3rt.options import default_of, option
 from m3rt.runtime.config import RuntimeConfig
 from m3rt.runtime.outputs import Outputs
@@ -30,199 +26,6 @@ from m3rt.runtime.outputs import Outputs
 FORMATS = ("jsonl", "npy", "parquet")
 
 
-@dataclass(frozen=True)
-class Item:
-    text: str
-    id: object = None
-
-
-# ------------------------------------------------------------------------------------------- input
-def read_items(input: str | None = None, texts: Iterable[str] | None = None, *, jsonl: bool = False,
-               field: str = "text", id_field: str = "id", encoding: str = "utf-8") -> Iterator[Item]:
-    """The input's texts (and ids), lazily."""
-    if texts:
-        yield from (Item(t) for t in texts)
-        return
-    if input in (None, "-"):
-        if sys.stdin.isatty():
-            raise ValueError("no texts: pass them as arguments, --input FILE, or pipe them on stdin")
-        name, stream = "<stdin>", sys.stdin.buffer
-    else:
-        path = Path(input)
-        if not path.is_file():
-            raise ValueError(f"{input}: no such file")
-        name, stream = input, open(path, "rb")
-    with stream if stream is not sys.stdin.buffer else _no_close(stream):
-        if name.endswith(".json"):
-            yield from _json_array(stream, name, field, id_field, encoding)
-            return
-        as_json = jsonl or name.endswith(".jsonl")
-        for n, line in enumerate(_lines(stream, name, encoding), 1):
-            if not as_json:
-                yield Item(line)
-                continue
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{name}:{n}: not valid JSON ({e.msg})") from None
-            yield _item(value, f"{name}:{n}", field, id_field)
-
-
-def count_items(input: str | None, *, jsonl: bool = False) -> int | None:
-    """How many texts a regular file holds (for a progress bar's total), None for stdin and JSON arrays."""
-    if input in (None, "-") or input.endswith(".json") or not Path(input).is_file():
-        return None
-    with open(input, "rb") as f:
-        if jsonl or input.endswith(".jsonl"):
-            return sum(1 for line in f if line.strip())
-        return sum(1 for _ in f)
-
-
-def _lines(stream, name: str, encoding: str) -> Iterator[str]:
-    for n, raw in enumerate(stream, 1):
-        try:
-            line = raw.decode(encoding)
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{name}:{n}: not valid {encoding} ({e.reason} at byte {e.start} of the line); "
-                             "pass --encoding") from None
-        if n == 1:
-            line = line.removeprefix("\ufeff")
-        yield line.rstrip("\n").removesuffix("\r")
-
-
-def _json_array(stream, name, field, id_field, encoding) -> Iterator[Item]:
-    try:
-        data = json.loads(stream.read().decode(encoding).removeprefix("\ufeff"))
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{name}: not valid {encoding} ({e.reason} at byte {e.start}); pass --encoding") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{name}: not valid JSON ({e.msg}, line {e.lineno})") from None
-    if not isinstance(data, list):
-        raise ValueError(f"{name}: expected a JSON array of strings or objects, got {type(data).__name__}")
-    for i, value in enumerate(data):
-        yield _item(value, f"{name}[{i}]", field, id_field)
-
-
-def _item(value, where: str, field: str, id_field: str) -> Item:
-    if isinstance(value, str):
-        return Item(value)
-    if isinstance(value, dict) and isinstance(value.get(field), str):
-        return Item(value[field], value.get(id_field))
-    raise ValueError(f"{where}: expected a JSON string or an object with a string {field!r} field")
-
-
-class _no_close:
-    def __init__(self, stream):
-        self.stream = stream
-
-    def __enter__(self):
-        return self.stream
-
-    def __exit__(self, *exc):
-        return False
-
-
-# ------------------------------------------------------------------------------------------ output
-class JsonlWriter:
-    def __init__(self, stream, digits: int, tokens: Callable[[int], str] | None):
-        self.stream, self.fmt, self.tokens = stream, f"%.{digits}g", tokens
-
-    def write(self, enc, items: list[Item]) -> None:
-        for i, item in enumerate(items):
-            parts = [f'"index": {enc.start + i}']
-            if item.id is not None:
-                parts.append(f'"id": {json.dumps(item.id, ensure_ascii=False)}')
-            if enc.dense is not None:
-                parts.append(f'"dense_vecs": {self._floats(enc.dense[i])}')
-            if enc.sparse is not None:
-                ids, weights = enc.sparse.row(i)
-                values = [self.fmt % w for w in weights.tolist()]
-                parts.append('"lexical_weights": {' + ", ".join(
-                    f'"{t}": {v}' for t, v in zip(ids.tolist(), values)) + "}")
-                if self.tokens is not None:
-                    parts.append('"lexical_tokens": {' + ", ".join(
-                        f"{json.dumps(self.tokens(t), ensure_ascii=False)}: {v}"
-                        for t, v in zip(ids.tolist(), values)) + "}")
-            if enc.colbert is not None:
-                parts.append('"colbert_vecs": [' + ", ".join(self._floats(v) for v in enc.colbert.row(i)) + "]")
-            self.stream.write("{" + ", ".join(parts) + "}\n")  # row by row: no chunk-sized string
-        self.stream.flush()
-
-    def _floats(self, values: np.ndarray) -> str:
-        fmt = self.fmt
-        return "[" + ", ".join([fmt % v for v in values.tolist()]) + "]"
-
-    def close(self, complete: bool = True) -> None:
-        self.stream.close()  # complete or not: the rows written stay, for --resume
-
-
-class NpyWriter:
-    """Dense vectors as one .npy; the header is rewritten after every chunk, so the file is always valid."""
-
-    HEADER = 128  # bytes: magic, length and the header dict padded (shape up to 12 digits)
-
-    def __init__(self, stream, width: int):
-        self.stream, self.width, self.rows = stream, width, 0
-        self._header()
-
-    def _header(self) -> None:
-        text = repr({"descr": "<f4", "fortran_order": False, "shape": (self.rows, self.width)})
-        body = text.ljust(self.HEADER - 10 - 1) + "\n"
-        self.stream.seek(0)
-        self.stream.write(b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode("latin1"))
-        self.stream.seek(0, os.SEEK_END)
-
-    def write(self, enc, items: list[Item]) -> None:
-        self.stream.write(np.ascontiguousarray(enc.dense, dtype="<f4").tobytes())
-        self.rows += len(items)
-        self._header()
-        self.stream.flush()
-
-    def close(self, complete: bool = True) -> None:
-        self.stream.close()  # a valid file of the rows written, complete or not
-
-
-class ParquetWriter:
-    """schema.py's layout, through shards.ShardWriter: the file appears whole under its name, or not at all."""
-
-    def __init__(self, path: Path, settings: dict, tokens: Callable[[int], str] | None):
-        try:
-            import pyarrow  # noqa: F401
-            import pyarrow.parquet  # noqa: F401
-        except ImportError:
-            raise ImportError("--format parquet needs pyarrow: pip install 'm3rt[parquet]'") from None
-        from m3rt.corpus.shards import ShardWriter
-
-        self.settings, self.tokens = settings, tokens
-        self.shard = ShardWriter(path)
-        self.with_ids: bool | None = None  # whether the input carries ids (every row, or none)
-
-    def write(self, enc, items: list[Item]) -> None:
-        from m3rt.corpus import schema
-
-        ids = []
-        for i, item in enumerate(items):
-            if self.with_ids is None:
-                self.with_ids = item.id is not None
-            if (item.id is not None) != self.with_ids:
-                raise ValueError(f"input row {enc.start + i} {'has no id' if self.with_ids else 'has an id'}, unlike "
-                                 "the rows before it: --format parquet needs an id on every row or on none")
-            ids.append(item.id if self.with_ids else enc.start + i)
-        self.shard.write(schema.to_table(ids, enc, self.settings, self.tokens))
-
-    def close(self, complete: bool = True) -> None:
-        from m3rt.corpus import schema
-
-        if complete:
-            empty = schema.empty_table(self.settings, tokens=self.tokens is not None)
-            self.shard.commit(empty.schema)
-        else:
-            self.shard.abort()
-
-
-# --------------------------------------------------------------------------------------- the job
 @dataclass(frozen=True)
 class EncodeConfig:
     """Everything `m3rt encode` / encode_files takes besides the artifact and the texts."""
@@ -248,12 +51,16 @@ class EncodeConfig:
     format: str = option("jsonl", "jsonl; npy: dense vectors float32 [n, H]; parquet: every output (pyarrow)",
                          choices=FORMATS)
     precision_digits: int = option(9, "significant digits of JSONL floats (9: every float32 exactly)")
-    resume: bool = option(False, "continue an interrupted run: keep the --output file's complete rows, skip those "
-                                 "texts")
+    resume: bool = option(False, "continue an interrupted jsonl run: keep the --output file's complete rows and skip "
+                                 "those texts, after checking it was written by this run's settings and input")
+    overwrite: bool = option(False, "replace an existing --output (without --resume or --overwrite, an existing "
+                                    "output is an error)")
 
     def __post_init__(self):
         from m3rt.runtime.config import as_int
 
+        if self.resume and self.overwrite:
+            raise ValueError("--resume continues an output, --overwrite replaces it: give one of them")
         if self.format not in FORMATS:
             raise ValueError(f"format {self.format!r} is not one of {', '.join(FORMATS)}")
         if not isinstance(self.precision_digits, int) or not 1 <= self.precision_digits <= 17:
@@ -270,43 +77,64 @@ class EncodeConfig:
 def encode_files(artifact: str | Path, texts: list[str] | None = None, config: EncodeConfig | None = None, *,
                  progress: Callable[[int, int | None], None] | None = None, **options) -> dict:
     """Encode the texts (or config.input) and write each chunk as it is done; `options`: EncodeConfig's fields.
-    Returns {"texts", "skipped", "output", "cut"}.
+    Returns {"texts", "skipped", "output", "cut"}. Dense only when no output is chosen; `output` None: stdout
+    (jsonl only)."""
+    c = replace(config or EncodeConfig(), **options)
+    output = _check_options(c, texts)
+    source = Input(c.input, texts, jsonl=c.jsonl, field=c.field, id_field=c.id_field, encoding=c.encoding)
+    try:
+        if output is None:
+            return _run(artifact, c, source, None, progress)
+        with exclusive_lock(output, "another m3rt encode"):
+            return _run(artifact, c, source, output, progress)
+    finally:
+        source.close()
 
-    Dense only when no output is chosen. `output` None: stdout (jsonl only). `resume`: an existing jsonl
-    output's complete rows are kept, its last partial line dropped, and that many input texts skipped."""
+
+def _check_options(c: EncodeConfig, texts) -> Path | None:
+    """The output path (None: stdout), once every option and the output's state allow the run."""
+    if texts and c.input is not None:
+        raise ValueError("give texts as arguments or --input, not both")
+    if c.format == "npy" and (c.outputs.sparse or c.outputs.colbert):
+        raise ValueError("--format npy holds dense vectors only; use jsonl or parquet for sparse and ColBERT")
+    if c.format == "parquet":
+        require_pyarrow()
+    if c.output is None:
+        if c.format != "jsonl":
+            raise ValueError(f"--format {c.format} needs --output FILE")
+        if c.resume or c.overwrite:
+            raise ValueError("--resume and --overwrite apply to an --output file")
+        return None
+    output = Path(c.output)
+    if output.is_dir():
+        raise ValueError(f"{output}: is a directory")
+    if not output.parent.is_dir():
+        raise ValueError(f"{output}: cannot be written (No such file or directory); make the folder {output.parent} first")
+    if not os.access(output if output.exists() else output.parent, os.W_OK):
+        raise ValueError(f"{output}: cannot be written (permission denied)")
+    if c.resume and c.format != "jsonl":
+        raise ValueError("--resume continues a jsonl --output file")
+    if output.exists() and not (c.resume or c.overwrite):
+        raise ValueError(f"{output}: exists; pass --resume to continue it, or --overwrite to replace it")
+    return output
+
+
+def _run(artifact, c: EncodeConfig, source: Input, output: Path | None, progress) -> dict:
     from m3rt import M3Runtime
 
-    c = replace(config or EncodeConfig(), **options)
-    input, output, format, outputs = c.input, c.output, c.format, c.outputs
-    if texts and input is not None:
-        raise ValueError("give texts as arguments or --input, not both")
-    if format == "npy" and (outputs.sparse or outputs.colbert):
-        raise ValueError("--format npy holds dense vectors only; use jsonl or parquet for sparse and ColBERT")
-    if format != "jsonl" and output is None:
-        raise ValueError(f"--format {format} needs --output FILE")
-    if c.resume and (format != "jsonl" or output is None):
-        raise ValueError("--resume continues a jsonl --output file")
-    done = _resume_point(Path(output)) if c.resume else 0
-    stream = _open_output(output, format, c.resume)  # before any work: an unwritable output fails now
-    items = read_items(input, texts, jsonl=c.jsonl, field=c.field, id_field=c.id_field, encoding=c.encoding)
-    for _ in range(done):
-        if next(items, None) is None:
-            break
-    rt = None
-    try:
-        rt = M3Runtime(artifact, backend=c.backend, progress=progress)
-        decode = rt.tokenizer.decode_one if c.sparse_tokens else None
-        if format == "jsonl":
-            writer = JsonlWriter(stream, c.precision_digits, decode)
-        elif format == "npy":
-            writer = NpyWriter(stream, rt.output_dims["dense"])
-        else:
-            from m3rt.corpus.schema import settings_for
-
-            settings = settings_for(rt.manifest, outputs, dense_dims=rt.output_dims["dense"],
-                                    colbert_dims=rt.output_dims["colbert"], colbert_dtype="float32")
-            writer = ParquetWriter(Path(output), settings, decode)
-        window: list[Item] = []
+    outputs = c.outputs
+    with M3Runtime(artifact, backend=c.backend, progress=progress) as rt:
+        max_length = rt.check_max_length(c.max_length if c.max_length is not None else rt.passage_max_length)
+        settings = _settings(rt, c, outputs, max_length)
+        items = source.items()
+        digest = InputDigest()
+        done, record = 0, None
+        if output is not None and c.format == "jsonl":
+            record = RunRecord(output, settings)
+            if c.resume and output.exists():
+                done, record = _resume(output, settings, items, digest)
+        writer = _open_writer(c, rt, output, settings, record, done)
+        window: list = []
 
         def texts_of():
             for item in items:
@@ -316,54 +144,77 @@ def encode_files(artifact: str | Path, texts: list[str] | None = None, config: E
         written = cut = 0
         complete = False
         try:
-            for enc in rt.iter_encode(texts_of(), batch_size=c.batch_size, max_length=c.max_length,
+            for enc in rt.iter_encode(texts_of(), batch_size=c.batch_size, max_length=max_length,
                                       chunk_size=c.chunk_size, **outputs.flags()):
                 chunk = window[:len(enc)]
                 del window[:len(enc)]
-                writer.write(_shifted(enc, done), chunk)
+                writer.write(replace(enc, start=enc.start + done) if done else enc, chunk)
                 written += len(enc)
                 cut += int(enc.truncated.sum())
+                if record is not None:  # after the rows are flushed: the output holds at least what it says
+                    for item in chunk:
+                        digest.add(item.text, item.id)
+                    record.add(digest)
             complete = True
         finally:
             writer.close(complete)
-    except BaseException:
-        if rt is None and stream is not None:
-            stream.close()
-        raise
-    finally:
-        if rt is not None:
-            rt.close()
-    return {"texts": written, "skipped": done, "output": output, "cut": cut}
+    return {"texts": written, "skipped": done, "output": c.output, "cut": cut}
 
 
-def _shifted(enc, done: int):
-    """Indices count from the start of the whole input, the resumed rows included."""
-    if not done:
-        return enc
-    from dataclasses import replace
-
-    return replace(enc, start=enc.start + done)
+def _settings(rt, c: EncodeConfig, outputs: Outputs, max_length: int) -> dict:
+    """What an output's rows depend on (a resumed run must not change any of it)."""
+    return {"graph_sha256": rt.manifest.graph_sha256, "precision": rt.manifest.precision,
+            "outputs": list(outputs.names), "max_length": max_length, "dims": rt.output_dims,
+            "precision_digits": c.precision_digits, "sparse_tokens": c.sparse_tokens}
 
 
-def _open_output(output: str | None, format: str, resume: bool):
+def _resume(output: Path, settings: dict, items, digest: InputDigest) -> tuple[int, RunRecord]:
+    """Check `output` against its run record and this run's input; skip the input's texts it holds already
+    (hashing them); returns (rows kept, the record). Nothing is written here."""
+    record = RunRecord.load(output)
+    if record is None:
+        raise ValueError(f"{output}: no run record beside it (it was not written by m3rt encode, or by a version "
+                         "before run records): its rows cannot be checked against this run; use --overwrite")
+    differs = record.mismatch(settings)
+    if differs is not None:
+        raise ValueError(f"{output}: written with other settings ({differs}); resume with the same ones, or use "
+                         "--overwrite")
+    rows, _ = complete_rows(output)
+    point = record.checkpoint_within(rows)
+    for _ in range(rows):
+        item = next(items, None)
+        if item is None:
+            raise ValueError(f"{output}: holds {rows} rows but the input has only {digest.rows} texts: not the input "
+                             "it was written from")
+        digest.add(item.text, item.id)
+        if point is not None and digest.rows == point[0] and digest.hexdigest() != point[1]:
+            raise ValueError(f"{output}: the input's first {point[0]} texts differ from those it was written from "
+                             "(another input, or an edited one); resume with the same input, or use --overwrite")
+    return rows, record
+
+
+def _open_writer(c: EncodeConfig, rt, output: Path | None, settings: dict, record, done: int):
+    decode = rt.tokenizer.decode_one if c.sparse_tokens else None
+    if c.format == "npy":
+        return NpyWriter(output, rt.output_dims["dense"])
+    if c.format == "parquet":
+        from m3rt.corpus.schema import settings_for
+
+        table_settings = settings_for(rt.manifest, c.outputs, dense_dims=rt.output_dims["dense"],
+                                      colbert_dims=rt.output_dims["colbert"], colbert_dtype="float32")
+        return ParquetWriter(output, table_settings, decode)
     if output is None:
-        return _Unclosed(sys.stdout)
-    path = Path(output)
-    if path.is_dir():
-        raise ValueError(f"{output}: is a directory")
-    if format == "parquet":
-        try:  # the writer opens it at the first chunk; check now that it can be written
-            with open(path, "ab"):
-                pass
-        except OSError as e:
-            raise ValueError(f"{output}: cannot be written ({e.strerror})") from None
-        return None
-    try:
-        if format == "npy":
-            return open(path, "w+b")
-        return open(path, "a" if resume else "w", encoding="utf-8")
-    except OSError as e:
-        raise ValueError(f"{output}: cannot be written ({e.strerror})") from None
+        return JsonlWriter(_Unclosed(sys.stdout), c.precision_digits, decode)
+    if done:
+        _, keep = complete_rows(output)
+        with open(output, "rb+") as f:
+            f.truncate(keep)  # a torn last line, left by an interrupted write
+        stream = open(output, "a", encoding="utf-8")
+    else:
+        stream = open(output, "w", encoding="utf-8")
+        record.checkpoints = []
+    record.save()
+    return JsonlWriter(stream, c.precision_digits, decode)
 
 
 class _Unclosed:
@@ -380,21 +231,3 @@ class _Unclosed:
 
     def close(self):
         self.stream.flush()
-
-
-def _resume_point(path: Path) -> int:
-    """Complete rows of an existing jsonl output; a partial last line (an interrupted write) is cut off."""
-    if not path.is_file():
-        return 0
-    with open(path, "rb+") as f:
-        data = f.read()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            f.truncate(end)
-    rows = data[:end].count(b"\n")
-    if rows:
-        last = json.loads(data[:end].splitlines()[-1])
-        if last.get("index") != rows - 1:
-            raise ValueError(f"{path}: its last row has index {last.get('index')}, not {rows - 1}: not an m3rt "
-                             "encode output written in order; refusing to resume it")
-    return rows

@@ -18,6 +18,7 @@ from pathlib import Path
 from m3rt.artifact import read_manifest, resolve_artifact
 from m3rt.corpus import schema
 from m3rt.corpus.shards import clean_leftovers, input_shards, output_path, read_rows, write_shard
+from m3rt.locking import exclusive_lock
 from m3rt.options import option
 from m3rt.runtime.outputs import Outputs
 
@@ -70,15 +71,22 @@ def embed_corpus(artifact: str | Path, input: str | Path, config: CorpusConfig |
     `cpus_per_worker` CPUs (and `gpus_per_worker` GPUs: a GPU backend) each. Outputs: dense when none is chosen.
     progress(shard name, rows written) after every chunk. Returns a summary (shards done / skipped, rows, s)."""
     c = replace(config, **options) if config is not None else CorpusConfig(**options)
-    outputs = c.outputs
     shards = input_shards(input)
     out = Path(c.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for p in clean_leftovers(out):
-        log.info("removed %s, left by an interrupted run", p)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder")
+    with exclusive_lock(out, "another embed-corpus job"):
+        return _run(artifact, shards, out, c, progress)
+
+
+def _run(artifact, shards: list[Path], out: Path, c: CorpusConfig, progress) -> dict:
+    outputs = c.outputs
     # An http(s) artifact is fetched once into this machine's cache (workers on other nodes fetch their own).
     local = resolve_artifact(artifact)
     settings = schema.settings_for(read_manifest(local, verify="once"), outputs)
+    out.mkdir(parents=True, exist_ok=True)  # only once the artifact is known good
+    for p in clean_leftovers(out):
+        log.info("removed %s, left by an interrupted run", p)
     todo, skipped = [], []
     for shard in shards:
         final = output_path(out, shard)

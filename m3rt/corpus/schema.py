@@ -64,6 +64,9 @@ def id_array(ids: list):
     import pyarrow as pa
 
     if all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
+        big = next((i for i in ids if not -(1 << 63) <= int(i) < 1 << 63), None)
+        if big is not None:
+            raise ValueError(f"id {big} does not fit in 64 bits (use string ids)")
         return pa.array(ids, pa.int64())
     if all(isinstance(i, str) for i in ids):
         return pa.array(ids, pa.string())

@@ -3,10 +3,12 @@ and how an output shard is written so that it exists whole or not at all."""
 
 from __future__ import annotations
 
-import json
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
+
+from m3rt.corpus.inputs import json_lines
 
 INPUT_SUFFIXES = (".jsonl", ".parquet")
 
@@ -20,7 +22,10 @@ def input_shards(input: str | Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise ValueError(f"{path}: no such file or folder")
-    shards = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in INPUT_SUFFIXES)
+    shards = sorted(p for p in path.iterdir() if p.suffix in INPUT_SUFFIXES and not p.is_dir())
+    for p in shards:
+        if not p.is_file():  # a FIFO or a device: read twice (counted, then encoded), it would give nothing back
+            raise ValueError(f"{p}: not a regular file; corpus shards must be regular files")
     if not shards:
         raise ValueError(f"{path}: holds no .jsonl or .parquet file")
     stems = [p.stem for p in shards]
@@ -48,24 +53,14 @@ def _jsonl_rows(shard, id_field, text_field, batch_rows, offset=0, first_line=1,
     batch, done = [], 0
     with open(shard, "rb") as f:
         f.seek(offset)
-        for n, raw in enumerate(f, first_line):
-            if limit is not None and done == limit:
-                break
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{shard}:{n}: not UTF-8 ({e.reason} at byte {e.start} of the line)") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{shard}:{n}: not valid JSON ({e.msg})") from None
+        for n, obj in json_lines(f, str(shard), first_line=first_line):
             batch.append(_pair(obj, id_field, text_field, f"{shard}:{n}"))
             done += 1
             if len(batch) == batch_rows:
                 yield batch
                 batch = []
+            if done == limit:
+                break
     if batch:
         yield batch
 
@@ -77,7 +72,8 @@ def index_chunks(shard: Path, chunk_rows: int) -> list[tuple]:
         chunks, offset, start, first, rows = [], 0, 0, 1, 0
         with open(shard, "rb") as f:
             for n, raw in enumerate(f, 1):
-                if raw.decode("utf-8", "replace").strip():  # blank as _jsonl_rows sees it
+                line = raw.decode("utf-8", "replace")
+                if (line.removeprefix("\ufeff") if n == 1 else line).strip():  # blank as inputs.json_lines sees it
                     if rows == 0:
                         start, first = offset, n
                     rows += 1
@@ -156,6 +152,8 @@ def _pair(obj, id_field: str, text_field: str, where: str) -> tuple:
     row_id = obj[id_field]
     if isinstance(row_id, bool) or not isinstance(row_id, (int, str)):
         raise ValueError(f"{where}: {id_field!r} must be an integer or a string, got {type(row_id).__name__}")
+    if isinstance(row_id, int) and not -(1 << 63) <= row_id < 1 << 63:
+        raise ValueError(f"{where}: {id_field!r} {row_id} does not fit in 64 bits (use a string id)")
     return row_id, obj[text_field]
 
 
@@ -165,7 +163,7 @@ class ShardWriter:
 
     def __init__(self, final: Path):
         self.final = final
-        self.tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        self.tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
         self.writer = None
         self.rows = 0
 

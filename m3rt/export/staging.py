@@ -13,8 +13,6 @@ died between the two renames; the next export of OUT, holding the lock, restores
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import logging
 import os
 import shutil
@@ -25,6 +23,7 @@ from pathlib import Path
 
 from m3rt.artifact import MANIFEST, read_manifest
 from m3rt.errors import ArtifactError, ExportBusyError
+from m3rt.locking import exclusive_lock, lock_path
 
 log = logging.getLogger("m3rt.export")
 
@@ -52,7 +51,7 @@ def staged_artifact(out: str | Path, *, overwrite: bool, source: Path | None = N
     out = Path(out).absolute()
     check_writable_target(out, overwrite=overwrite, source=source)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(out):
+    with exclusive_lock(out, "another m3rt export", ExportBusyError):
         recover_leftovers(out)
         check_writable_target(out, overwrite=overwrite, source=source)  # again, now that nobody else writes
         tag = f"{os.getpid()}-"
@@ -107,7 +106,7 @@ def recover_leftovers(out: Path) -> list[Path]:
         name = path.name
         if name.startswith(legacy) and path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
-        elif not name.startswith(prefix) or name == f"{prefix}lock":
+        elif not name.startswith(prefix) or name == lock_path(out).name:
             continue
         elif name.startswith(f"{prefix}old-") and (path / "artifact").is_dir() and not out.exists():
             log.warning("restoring %s from an export interrupted while swapping (%s)", out, path.name)
@@ -136,47 +135,6 @@ def _swap_into_place(staged: Path, out: Path) -> None:
     _fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _exclusive_lock(out: Path) -> Iterator[None]:
-    """flock on .OUT.m3rt-lock; a second export of OUT fails at once, naming the process holding it."""
-    path = sibling(out, "lock")
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            holder = _read_pid(fd)
-            os.close(fd)
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise ExportBusyError(
-                    f"{out}: another m3rt export{f' (pid {holder})' if holder else ''} is writing this artifact; "
-                    "wait for it to finish") from None
-            raise
-        # The holder before us may have unlinked the file after we opened it: lock the file at the path.
-        try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        os.close(fd)
-
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        return int(os.pread(fd, 32, 0).decode().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
 
 
 def _fsync_tree(root: Path) -> None:

@@ -24,6 +24,7 @@ from m3rt.runtime.config import DEFAULT_MAX_LENGTH, RuntimeConfig, as_int
 from m3rt.runtime.cpu_check import check_int8_on_this_cpu
 from m3rt.runtime.drop_in import check as check_drop_in
 from m3rt.runtime.drop_in import split as split_drop_in
+from m3rt.runtime.graph_check import check_graph_against_manifest
 from m3rt.runtime.outputs import Outputs
 from m3rt.runtime.pipeline import Pipeline, Plan, Tokenized
 from m3rt.runtime.texts import check_pairs, check_texts
@@ -55,6 +56,7 @@ class M3Runtime:
         self._watched = self.manifest.graph_files
         self.engine = create_engine(self.config.backend, self.manifest, self.config)
         try:
+            check_graph_against_manifest(self.manifest, self.engine, self.tokenizer)
             check_drop_in(drop_in, self.manifest, self.engine)
             # The metrics re-measured here, for an int8 artifact exported on another CPU class.
             self.cpu_check = check_int8_on_this_cpu(self.manifest, self.engine) if self.config.check_cpu_class else None

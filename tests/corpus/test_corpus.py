@@ -202,7 +202,7 @@ def test_invalid_utf8_in_a_shard_is_named_by_line(tmp_path):
 
     src = tmp_path / "s.jsonl"
     src.write_bytes(b'{"id": 1, "text": "ok"}\n{"id": 2, "text": "bad \xff"}\n')
-    with pytest.raises(ValueError, match=r"s\.jsonl:2: not UTF-8"):
+    with pytest.raises(ValueError, match=r"s\.jsonl:2: not valid utf-8"):
         list(read_rows(src, "id", "text"))
-    with pytest.raises(ValueError, match=r"s\.jsonl:2: not UTF-8"):
+    with pytest.raises(ValueError, match=r"s\.jsonl:2: not valid utf-8"):
         read_chunk(src, index_chunks(src, 64)[0], "id", "text")

@@ -101,11 +101,11 @@ def test_overwrite_replaces_only_an_m3rt_artifact(tiny_model_dir, tiny_artifact,
 
 def test_a_second_export_of_the_same_out_fails_clearly(tiny_model_dir, tmp_path):
     from m3rt.export import export
-    from m3rt.export.staging import _exclusive_lock
+    from m3rt.locking import exclusive_lock
 
     out = tmp_path / "artifact"
-    with _exclusive_lock(out.absolute()):  # another export holds it (flock conflicts between open files)
-        with pytest.raises(ExportBusyError, match=rf"another m3rt export \(pid {os.getpid()}\)"):
+    with exclusive_lock(out, "another m3rt export"):  # another export holds it (flock conflicts between open files)
+        with pytest.raises(ExportBusyError, match=rf"another m3rt export \(pid {os.getpid()}: "):
             export(tiny_model_dir, out)
     assert not out.exists()
     export(tiny_model_dir, out)  # free again

@@ -163,10 +163,19 @@ def test_bad_inputs_are_clear_errors(client, runtime, tmp_path):
         col.insert("one string")
     with pytest.raises(ValueError, match=r"texts\[0\] is 65 bytes in UTF-8; .* at most 64"):
         col.insert(["é" * 32 + "a"])
-    with pytest.raises(ValueError, match=r"ids ran out at texts\[1\]"):
+    # Lists of unequal length are refused before anything is written; streams as soon as they part.
+    with pytest.raises(ValueError, match=r"1 ids for 2 texts"):
         col.insert(["a", "b"], ids=[1])
-    with pytest.raises(ValueError, match="more ids than texts"):
+    with pytest.raises(ValueError, match=r"2 ids for 1 texts"):
         col.insert(["a"], ids=[1, 2])
+    with pytest.raises(ValueError, match=r"ids ran out at texts\[1\]"):
+        col.insert(iter(["a", "b"]), ids=iter([1]))
+    with pytest.raises(ValueError, match="more ids than texts"):
+        col.insert(iter(["a"]), ids=iter([1, 2]))
+    before = col.client.query(col.name, filter="id >= 0", output_fields=["id"])
+    with pytest.raises(ValueError, match=r"ids\[2\] = 7 repeats an earlier id"):
+        col.insert(["x", "y", "z"], ids=[7, 8, 7])
+    assert col.client.query(col.name, filter="id >= 0", output_fields=["id"]) == before  # nothing written
     with pytest.raises(TypeError, match=r"ids\[0\] is str, expected int"):
         col.insert(["a"], ids=["1"])
     with pytest.raises(ValueError, match="queries is empty"):

@@ -11,7 +11,7 @@ import m3rt
 PACKAGE = Path(m3rt.__file__).parent
 # Rooms (a top-level module or package of m3rt) by floor, lowest first: a room imports rooms on its floor or below.
 FLOORS = [
-    {"version", "errors", "options"},
+    {"version", "errors", "options", "locking", "onnx_file"},
     {"artifact"},
     {"kernels"},
     {"runtime", "m3rt"},  # "m3rt": the package itself, the runtime's public face

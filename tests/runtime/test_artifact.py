@@ -80,9 +80,14 @@ def test_checksum_mismatch(artifact_copy, name):
 
 
 def test_unreadable_graph_and_tokenizer_name_the_file(artifact_copy):
+    graph = (artifact_copy / "model.onnx").read_bytes()
     (artifact_copy / "model.onnx").write_bytes(b"not a graph")
-    with pytest.raises(ArtifactError, match="model.onnx: onnxruntime cannot load"):
+    with pytest.raises(ArtifactError, match="model.onnx: not a readable ONNX graph"):
         M3Runtime(artifact_copy, verify_checksums=False)
+    (artifact_copy / "model.onnx").write_bytes(graph[:len(graph) // 2])  # cut short: the protobuf ends mid-field
+    with pytest.raises(ArtifactError, match="model.onnx: not a readable ONNX graph"):
+        M3Runtime(artifact_copy, verify_checksums=False)
+    (artifact_copy / "model.onnx").write_bytes(graph)
     (artifact_copy / "tokenizer.json").write_text("{}")
     with pytest.raises(ArtifactError, match="tokenizer.json: cannot be loaded as a tokenizer"):
         M3Runtime(artifact_copy, verify_checksums=False)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence, Sized
 
 import numpy as np
 
@@ -109,8 +109,19 @@ class HybridCollection:
         duplicates. progress(texts written so far) after every chunk."""
         if isinstance(texts, (str, bytes)):
             raise TypeError(f"texts must be an iterable of str, got {type(texts).__name__}")
+        if isinstance(ids, Sized) and isinstance(texts, Sized) and len(ids) != len(texts):
+            raise ValueError(f"{len(ids)} ids for {len(texts)} texts: give one id per text")
+        if isinstance(ids, Sequence):  # a repeat refused before any chunk is written (streams: at its chunk)
+            first: dict = {}
+            for i, row_id in enumerate(ids):
+                if isinstance(row_id, (int, np.integer)) and not isinstance(row_id, bool):
+                    if int(row_id) in first:
+                        raise ValueError(f"ids[{i}] = {int(row_id)} repeats an earlier id of this insert: give each "
+                                         "text its own id")
+                    first[int(row_id)] = i
         id_source = itertools.count(int(first_id)) if ids is None else iter(ids)
         pending: deque[tuple[int, str]] = deque()  # (id, text) read but not written yet: at most two chunks
+        seen: set[int] = set()  # an id twice in one insert would store one row and count two
 
         def read():
             for i, text in enumerate(texts):
@@ -124,8 +135,14 @@ class HybridCollection:
                     raise ValueError(f"ids ran out at texts[{i}]: give one id per text")
                 if isinstance(row_id, bool) or not isinstance(row_id, (int, np.integer)):
                     raise TypeError(f"ids[{i}] is {type(row_id).__name__}, expected int")
+                if int(row_id) in seen:
+                    raise ValueError(f"ids[{i}] = {int(row_id)} repeats an earlier id of this insert: give each text "
+                                     "its own id")
+                seen.add(int(row_id))
                 pending.append((int(row_id), text))
                 yield text
+            if ids is not None and next(id_source, None) is not None:  # before the last chunk is written
+                raise ValueError(f"more ids than texts ({len(seen)}): give one id per text")
 
         written = 0
         try:
@@ -142,8 +159,6 @@ class HybridCollection:
             # Seals what was written, however the insert ended: sealed segments are persisted and indexed.
             # Unsealed segments are searched by brute force: many times slower (bench/results/design-notes.md).
             self.client.flush(self.name)
-        if ids is not None and next(id_source, None) is not None:
-            raise ValueError(f"more ids than texts: {written} texts written, ids left over")
         return written
 
     def _row(self, row_id: int, text: str, chunk, k: int) -> dict:

@@ -1,0 +1,136 @@
+"""`m3rt encode`'s output formats, written chunk by chunk as the runtime yields them:
+- jsonl: one object per text: "index", "id" (when the input had one), and the outputs asked for; floats with
+  `digits` significant digits (9: every float32 exactly). Written in place, row by row and flushed per chunk, so
+  an interrupted run keeps its complete rows for --resume.
+- npy: the dense vectors, float32 [n, H]: a valid file at every flush (the header is rewritten as it grows),
+  written beside the output and renamed into place when complete.
+- parquet (pyarrow): m3rt's one Parquet layout (schema.py, ColBERT in float32), one row group per chunk, through
+  shards.ShardWriter: the file appears whole under its name, or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from m3rt.corpus.inputs import Item
+
+
+class JsonlWriter:
+    def __init__(self, stream, digits: int, tokens: Callable[[int], str] | None):
+        self.stream, self.fmt, self.tokens = stream, f"%.{digits}g", tokens
+
+    def write(self, enc, items: list[Item]) -> None:
+        for i, item in enumerate(items):
+            parts = [f'"index": {enc.start + i}']
+            if item.id is not None:
+                parts.append(f'"id": {json.dumps(item.id, ensure_ascii=False)}')
+            if enc.dense is not None:
+                parts.append(f'"dense_vecs": {self._floats(enc.dense[i])}')
+            if enc.sparse is not None:
+                ids, weights = enc.sparse.row(i)
+                values = [self.fmt % w for w in weights.tolist()]
+                parts.append('"lexical_weights": {' + ", ".join(
+                    f'"{t}": {v}' for t, v in zip(ids.tolist(), values)) + "}")
+                if self.tokens is not None:
+                    parts.append('"lexical_tokens": {' + ", ".join(
+                        f"{json.dumps(self.tokens(t), ensure_ascii=False)}: {v}"
+                        for t, v in zip(ids.tolist(), values)) + "}")
+            if enc.colbert is not None:
+                parts.append('"colbert_vecs": [' + ", ".join(self._floats(v) for v in enc.colbert.row(i)) + "]")
+            self.stream.write("{" + ", ".join(parts) + "}\n")  # row by row: no chunk-sized string
+        self.stream.flush()
+
+    def _floats(self, values: np.ndarray) -> str:
+        fmt = self.fmt
+        return "[" + ", ".join([fmt % v for v in values.tolist()]) + "]"
+
+    def close(self, complete: bool = True) -> None:
+        self.stream.close()  # complete or not: the rows written stay, for --resume
+
+
+class NpyWriter:
+    """Dense vectors as one .npy, written beside `path` and renamed onto it when complete."""
+
+    HEADER = 128  # bytes: magic, length and the header dict padded (shape up to 12 digits)
+
+    def __init__(self, path: Path, width: int):
+        self.path, self.width, self.rows = Path(path), width, 0
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        self.stream = open(self.tmp, "w+b")
+        self._header()
+
+    def _header(self) -> None:
+        text = repr({"descr": "<f4", "fortran_order": False, "shape": (self.rows, self.width)})
+        body = text.ljust(self.HEADER - 10 - 1) + "\n"
+        self.stream.seek(0)
+        self.stream.write(b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode("latin1"))
+        self.stream.seek(0, os.SEEK_END)
+
+    def write(self, enc, items: list[Item]) -> None:
+        self.stream.write(np.ascontiguousarray(enc.dense, dtype="<f4").tobytes())
+        self.rows += len(items)
+        self._header()
+        self.stream.flush()
+
+    def close(self, complete: bool = True) -> None:
+        try:
+            if complete:
+                self.stream.flush()
+                os.fsync(self.stream.fileno())
+        finally:
+            self.stream.close()
+            if complete:
+                os.replace(self.tmp, self.path)
+            else:
+                self.tmp.unlink(missing_ok=True)
+
+
+class ParquetWriter:
+    """schema.py's layout, through shards.ShardWriter: the file appears whole under its name, or not at all."""
+
+    def __init__(self, path: Path, settings: dict, tokens: Callable[[int], str] | None):
+        from m3rt.corpus.shards import ShardWriter
+
+        self.settings, self.tokens = settings, tokens
+        self.shard = ShardWriter(Path(path))
+        self.with_ids: bool | None = None  # whether the input carries ids (every row, or none)
+
+    def write(self, enc, items: list[Item]) -> None:
+        from m3rt.corpus import schema
+
+        ids = []
+        for i, item in enumerate(items):
+            if self.with_ids is None:
+                self.with_ids = item.id is not None
+            if (item.id is not None) != self.with_ids:
+                raise ValueError(f"input row {enc.start + i} {'has no id' if self.with_ids else 'has an id'}, unlike "
+                                 "the rows before it: --format parquet needs an id on every row or on none")
+            ids.append(item.id if self.with_ids else enc.start + i)
+        try:
+            table = schema.to_table(ids, enc, self.settings, self.tokens)
+        except ValueError as e:
+            raise ValueError(f"input rows {enc.start}..{enc.start + len(items) - 1}: {e}") from None
+        self.shard.write(table)
+
+    def close(self, complete: bool = True) -> None:
+        from m3rt.corpus import schema
+
+        if complete:
+            empty = schema.empty_table(self.settings, tokens=self.tokens is not None)
+            self.shard.commit(empty.schema)
+        else:
+            self.shard.abort()
+
+
+def require_pyarrow() -> None:
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise ImportError("--format parquet needs pyarrow: pip install 'm3rt[parquet]'") from None
