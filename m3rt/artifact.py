@@ -282,10 +282,14 @@ def read_manifest(root: str | Path, verify: bool | str = True) -> Manifest:
             raise ArtifactError(f"{root}: a model directory, not an m3rt artifact; export it with `m3rt export "
                                 f"{root} --out ARTIFACT`, or load it with M3Runtime.from_pretrained({str(root)!r})")
         raise ArtifactError(f"{path}: missing (not an m3rt artifact? create one with `m3rt export`)")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ArtifactError(f"{path}: {path.stat().st_size} bytes, not a manifest (at most {MAX_MANIFEST_BYTES})")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path}: corrupt manifest, not valid JSON ({e})") from None
+    except RecursionError:
+        raise ArtifactError(f"{path}: corrupt manifest, JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise ArtifactError(f"{path}: corrupt manifest, expected a JSON object")
     missing = [k for k in REQUIRED_KEYS if k not in data]
@@ -522,7 +526,7 @@ def fetch_artifact(url: str, cache: str | Path | None = None, timeout: float = 6
         raise ArtifactError(f"{base}/{MANIFEST}: over {MAX_MANIFEST_BYTES} bytes, not a manifest")
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ArtifactError(f"{base}/{MANIFEST}: not JSON") from None
     missing = [k for k in REQUIRED_KEYS if k not in data] if isinstance(data, dict) else []
     if not isinstance(data, dict):

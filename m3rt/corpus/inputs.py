@@ -67,6 +67,8 @@ class Input:
                 from None
         except json.JSONDecodeError as e:
             raise ValueError(f"{name}: not valid JSON ({e.msg}, line {e.lineno})") from None
+        except RecursionError:
+            raise ValueError(f"{name}: JSON nested too deeply") from None
         if not isinstance(data, list):
             raise ValueError(f"{name}: expected a JSON array of strings or objects, got {type(data).__name__}")
         for i, value in enumerate(data):

@@ -270,3 +270,13 @@ def test_ids_beyond_64_bits_are_named_by_line(tiny_artifact, tmp_path):
     line = one_error_line(m3rt("encode", tiny_artifact, "--input", corpus, "--format", "parquet", "--output",
                                tmp_path / "o.parquet"))
     assert "id 36893488147419103232 does not fit in 64 bits" in line and not (tmp_path / "o.parquet").exists()
+
+
+def test_deeply_nested_json_inputs_are_named(tiny_artifact, tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "a.json").write_text(deep)
+    (tmp_path / "b.jsonl").write_text('"fine"\n' + deep + "\n")
+    assert "a.json: JSON nested too deeply" in one_error_line(m3rt("encode", tiny_artifact, "--input",
+                                                                   tmp_path / "a.json"))
+    assert "b.jsonl:2: JSON nested too deeply" in one_error_line(m3rt("encode", tiny_artifact, "--input",
+                                                                      tmp_path / "b.jsonl"))

@@ -65,6 +65,16 @@ def test_a_tokenizer_larger_than_the_graphs_vocabulary_is_refused(artifact_copy)
         M3Runtime(artifact_copy)
 
 
+@pytest.mark.parametrize("content, message", [
+    ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
+    (" " * (17 << 20), "bytes, not a manifest"),
+])
+def test_a_hostile_manifest_is_one_error(artifact_copy, content, message):
+    (artifact_copy / "manifest.json").write_text(content)
+    with pytest.raises(ArtifactError, match=message):
+        M3Runtime(artifact_copy)
+
+
 def test_verify_passes_an_intact_artifact(artifact_copy):
     res = verify(artifact_copy)
     assert res.returncode == 0 and "the graph agrees with it" in res.stdout, res.stderr
