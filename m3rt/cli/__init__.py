@@ -231,25 +231,24 @@ def build_parser() -> argparse.ArgumentParser:
     from m3rt.corpus.encode_files import EncodeConfig
     from m3rt.serve import ServeConfig
 
-    c = sub.add_parser("encode", help="encode texts with an artifact, streaming: JSONL (or npy, parquet) out, "
-                                      "one row per text, written as each chunk is done")
-    c.add_argument("artifact", help="artifact directory (from m3rt export)")
-    c.add_argument("texts", nargs="*", help="texts to encode (else --input or stdin)")
-    add_arguments(c, EncodeConfig)
-    c.set_defaults(func=_encode)
+    def generated(name, help, positionals, config, func):  # options from the config dataclass's fields
+        cmd = sub.add_parser(name, help=help)
+        for arg, arg_help, *nargs in positionals:
+            cmd.add_argument(arg, help=arg_help, **({"nargs": nargs[0]} if nargs else {}))
+        add_arguments(cmd, config)
+        cmd.set_defaults(func=func)
 
-    sv = sub.add_parser("serve", help="serve an artifact over HTTP: TEI, OpenAI and M3-native routes, dynamic "
-                                      "batching, /metrics (pip install 'm3rt[serve]')")
-    sv.add_argument("artifact", help="artifact directory")
-    add_arguments(sv, ServeConfig)
-    sv.set_defaults(func=_serve)
-
-    ec = sub.add_parser("embed-corpus", help="encode a corpus (JSONL / Parquet shards) into Parquet shards, "
-                                             "in-process or on Ray Data; resumable by shard")
-    ec.add_argument("artifact", help="artifact directory (a path every node can read) or an http(s) URL")
-    ec.add_argument("input", help="a .jsonl / .parquet file, or a folder of them (one output shard each)")
-    add_arguments(ec, CorpusConfig)
-    ec.set_defaults(func=_embed_corpus)
+    generated("encode", "encode texts with an artifact, streaming: JSONL (or npy, parquet) out, one row per text, "
+                        "written as each chunk is done",
+              [("artifact", "artifact directory (from m3rt export)"),
+               ("texts", "texts to encode (else --input or stdin)", "*")], EncodeConfig, _encode)
+    generated("serve", "serve an artifact over HTTP: TEI, OpenAI and M3-native routes, dynamic batching, /metrics "
+                       "(pip install 'm3rt[serve]')", [("artifact", "artifact directory")], ServeConfig, _serve)
+    generated("embed-corpus", "encode a corpus (JSONL / Parquet shards) into Parquet shards, in-process or on Ray "
+                              "Data; resumable by shard",
+              [("artifact", "artifact directory (a path every node can read) or an http(s) URL"),
+               ("input", "a .jsonl / .parquet file, or a folder of them (one output shard each)")],
+              CorpusConfig, _embed_corpus)
 
     v = sub.add_parser("verify", help="re-hash every file of an artifact against its manifest and check the graph "
                                       "against it")
@@ -271,9 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from m3rt.bench.options import BenchOptions
 
-    b = sub.add_parser("bench", help="CPU latency and throughput of m3rt against FlagEmbedding; writes .json/.md/.png")
-    add_arguments(b, BenchOptions)
-    b.set_defaults(func=_bench)
+    generated("bench", "CPU latency and throughput of m3rt against FlagEmbedding; writes .json/.md/.png", [],
+              BenchOptions, _bench)
 
     t = sub.add_parser("tiny-model", help="write the tiny BGE-M3-shaped TEST model (random weights)")
     t.add_argument("out", help="directory to write the model to")
