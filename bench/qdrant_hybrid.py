@@ -1,0 +1,260 @@
+"""BGE-M3's three outputs in Qdrant (m3rt.integrations.qdrant): indexing throughput against the bare iter_encode
+rate, the query latency of hybrid search + ColBERT rerank from STORED vectors (both rerank paths), and what ColBERT
+pruning saves and costs. Beside bench/milvus_hybrid.py (whose rerank re-encodes the candidates).
+
+    python bench/qdrant_hybrid.py --artifact ART [--artifact ART2 ...] [--docs 10000] [--texts 512] [--rounds 3] \\
+        [--queries 50] [--pruning-artifact TRAINED_ART] --out bench/results
+
+Indexing (per artifact): one corpus of --texts texts (token lengths uniform in 16..256, exact), alternated over
+--rounds: the bare rate (iter_encode of all three outputs, chunks consumed and dropped), then
+HybridCollection.insert of the same texts into a new local-mode collection in memory (":memory:") and in a
+directory (Qdrant's local-mode persistence, a SQLite row per point). Medians.
+Query latency (per artifact): --docs documents (16..256 tokens) in a ":memory:" collection, --queries queries of
+8..32 tokens; per query, timed on their own: the query's encoding (dense + sparse + ColBERT), the fused candidates
+(dense + sparse prefetch, RRF, inside Qdrant), and the search with the ColBERT rerank of 100 candidates from the
+stored vectors excluding the query's encoding, in m3rt.kernels ("client", local mode's default) and inside Qdrant
+("qdrant", the server path; local mode runs it as a scan of the whole collection). p50 / p99.
+Pruning (--pruning-artifact, the trained test model): top-10 overlap of pruned against full MaxSim on
+tests/qdrant/multilingual_set.py, per method and fraction kept, with the stored bytes per passage.
+Writes qdrant-hybrid.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CANDIDATES = 100
+
+
+def make_corpus(artifact: str, n: int, lo: int, hi: int, seed: int) -> tuple[list[str], int]:
+    from m3rt.artifact import read_manifest
+    from m3rt.bench.texts import ExactLengthTexts
+    from m3rt.runtime.tokenize import TextTokenizer
+
+    manifest = read_manifest(artifact, verify=False)
+    lengths = np.random.default_rng([seed, 1]).integers(lo, hi + 1, n)
+    maker = ExactLengthTexts(TextTokenizer.from_manifest(manifest), manifest.max_length)
+    return maker.texts(lengths, np.random.default_rng([seed, 2])), int(lengths.sum())
+
+
+def bare_encode(rt, texts) -> float:
+    t = time.perf_counter()
+    for _ in rt.iter_encode(texts, return_dense=True, return_sparse=True, return_colbert_vecs=True):
+        pass
+    return time.perf_counter() - t
+
+
+def insert(rt, texts, where) -> float:
+    from m3rt.integrations.qdrant import HybridCollection
+
+    with HybridCollection.create(where, "bench", rt, overwrite=True) as col:
+        t = time.perf_counter()
+        assert col.insert(texts) == len(texts)
+        return time.perf_counter() - t
+
+
+def indexing(args, artifact: str, record: dict) -> None:
+    import shutil
+    import tempfile
+
+    from m3rt import M3Runtime
+
+    texts, tokens = make_corpus(artifact, args.texts, 16, 256, 0)
+    rows = []
+    with M3Runtime(artifact) as rt:
+        rt.encode(texts[:8])  # warm
+        for r in range(args.rounds):
+            folder = tempfile.mkdtemp(prefix="m3rt-bench-qdrant-")
+            row = {"iter_encode": bare_encode(rt, texts), "insert :memory:": insert(rt, texts, ":memory:"),
+                   "insert local path": insert(rt, texts, folder)}
+            shutil.rmtree(folder)
+            rows.append(row)
+            print(f"{Path(artifact).name} round {r}: " + ", ".join(f"{k} {v:.1f} s" for k, v in row.items()), flush=True)
+    record.setdefault("indexing", {})[Path(artifact).name] = {"texts": len(texts), "tokens": tokens, "rounds": rows}
+
+
+def pct(xs) -> dict:
+    return {"p50_ms": float(np.percentile(xs, 50) * 1e3), "p99_ms": float(np.percentile(xs, 99) * 1e3)}
+
+
+def query_latency(args, artifact: str, record: dict) -> None:
+    from m3rt import M3Runtime
+    from m3rt.integrations.qdrant import HybridCollection
+    from m3rt.integrations.qdrant.queries import Fusion
+
+    docs, doc_tokens = make_corpus(artifact, args.docs, 16, 256, 1)
+    queries, _ = make_corpus(artifact, args.queries, 8, 32, 2)
+    rt = M3Runtime(artifact)
+    col = HybridCollection.create(":memory:", "latency", rt)
+    t = time.perf_counter()
+    col.insert(docs)
+    fill_s = time.perf_counter() - t
+    print(f"{Path(artifact).name}: indexed {len(docs)} documents in {fill_s:.0f} s", flush=True)
+    fusion = Fusion()
+    # The parts after the query's encoding are timed through the collection's own steps (private: a bench).
+    from m3rt.integrations.qdrant.stored_vectors import StoredColbert
+    from m3rt.kernels import rerank as maxsim_rerank
+
+    stored = StoredColbert(col.client, col.name)
+    encode, fused, rerank_only, client, inside, whole = [], [], [], [], [], []
+    col.search(queries[0])  # warm
+    for q in queries:
+        t = time.perf_counter()
+        encoded = col._encode_queries([q], True, None)
+        encode.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        cands = col._fused(encoded, fusion, CANDIDATES, CANDIDATES, with_payload=False)
+        fused.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        vectors, offsets = stored.read([h.id for h in cands[0]])
+        maxsim_rerank(encoded[0].colbert, vectors, offsets, 10)
+        rerank_only.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        a = col._rerank_here(encoded, fusion, CANDIDATES, 10)
+        client.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        b = col._rerank_in_qdrant(encoded, fusion, CANDIDATES, 10)
+        inside.append(time.perf_counter() - t)
+        assert [h.id for h in a[0]] == [h.id for h in b[0]], "the two rerank paths disagree"
+        t = time.perf_counter()
+        col.search(q, limit=10, candidates=CANDIDATES)
+        whole.append(time.perf_counter() - t)
+    per = col.stored.per_passage()
+    record.setdefault("query", {})[Path(artifact).name] = {
+        "docs": len(docs), "doc_tokens": doc_tokens, "fill_seconds": fill_s, "queries": len(queries), "limit": 10,
+        "candidates": CANDIDATES, "ranker": "rrf", "dims": rt.output_dims, "bytes_per_passage": per,
+        "encode_query": pct(encode), "fused_candidates": pct(fused), "rerank_stored_100": pct(rerank_only),
+        "search_rerank_client": pct(client),
+        "search_rerank_in_qdrant": pct(inside), "search_whole_call": pct(whole)}
+    col.close()
+    rt.close()
+
+
+def pruning(args, record: dict) -> None:
+    from m3rt import M3Runtime
+    from m3rt.integrations.qdrant import HybridCollection
+
+    spec = importlib.util.spec_from_file_location("multilingual_set", ROOT / "tests" / "qdrant" / "multilingual_set.py")
+    ml = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ml)
+    docs = ml.passages()
+    rows = []
+    with M3Runtime(args.pruning_artifact) as rt:
+        full = None
+        for by, keep in [(None, None), ("sparse", 0.5), ("coverage", 0.5), ("sparse", 0.75), ("coverage", 0.75)]:
+            options = {} if keep is None else {"colbert_keep": keep, "prune_by": by}
+            with HybridCollection.create(":memory:", "prune", rt, **options) as col:
+                t = time.perf_counter()
+                col.insert(docs)
+                seconds = time.perf_counter() - t
+                tops = [[h.id for h in hits] for hits in col.search(ml.QUERIES, limit=10, rerank_in="qdrant",
+                                                                    candidates=len(docs))]
+                per = col.stored.per_passage()
+            if full is None:
+                full = tops
+            overlap = [len(set(a) & set(b)) / 10 for a, b in zip(tops, full)]
+            rows.append({"by": by or "none", "keep": keep or 1.0, "top10_overlap_mean": float(np.mean(overlap)),
+                         "top10_overlap_min": float(np.min(overlap)), "colbert_bytes_per_passage": per["colbert"],
+                         "colbert_vectors_per_passage": per["colbert_vectors"], "insert_seconds": seconds})
+            print(f"pruning {by} {keep}: overlap {np.mean(overlap):.3f}, {per['colbert']:.0f} B/passage", flush=True)
+    record["pruning"] = {"artifact": Path(args.pruning_artifact).name, "passages": len(docs),
+                         "queries": len(ml.QUERIES), "rows": rows}
+
+
+def table(record: dict) -> str:
+    m = record["machine"]
+    lines = [f"# BGE-M3 in Qdrant local mode ({record['date']}, commit {record['git_commit']})", "",
+             f"Machine: {m['cpu']}, CPU class {m['cpu_class']}, {m['cores']} cores. Versions: "
+             + ", ".join(f"{k} {v}" for k, v in record["versions"].items() if v), ""]
+    for name, ix in record.get("indexing", {}).items():
+        lines += [f"## Indexing {ix['texts']} texts ({ix['tokens']} tokens, 16-256 each) with {name}: all three outputs",
+                  "", "| what | " + " | ".join(f"round {i + 1}" for i in range(len(ix["rounds"])))
+                  + " | texts/s (median) | vs iter_encode |", "|---|" + "---|" * (len(ix["rounds"]) + 2)]
+        bare = statistics.median(r["iter_encode"] for r in ix["rounds"])
+        for key in ix["rounds"][0]:
+            times = [r[key] for r in ix["rounds"]]
+            med = statistics.median(times)
+            lines.append(f"| {key} | " + " | ".join(f"{t:.1f} s" for t in times)
+                         + f" | {ix['texts'] / med:.1f} | {bare / med:.2f}x |")
+        lines.append("")
+    for name, q in record.get("query", {}).items():
+        b = q["bytes_per_passage"]
+        lines += [f"## One query over {q['docs']} documents ({q['doc_tokens']} tokens) with {name} "
+                  f"(dense {q['dims']['dense']}, ColBERT {q['dims']['colbert']}), local mode in memory", "",
+                  f"{q['queries']} queries of 8-32 tokens, limit {q['limit']}, {q['candidates']} candidates, RRF. "
+                  f"Filled in {q['fill_seconds']:.0f} s. Stored per passage: dense {b['dense']:.0f} B, sparse "
+                  f"{b['sparse']:.0f} B, ColBERT {b['colbert']:.0f} B ({b['colbert_vectors']:.0f} float16 vectors).",
+                  "", "| part | p50 | p99 |", "|---|---|---|"]
+        for key, label in (("search_rerank_client", "**search + ColBERT rerank of 100 from stored vectors, query "
+                                                     "encoding excluded** (rerank in m3rt.kernels: local mode's default)"),
+                           ("search_rerank_in_qdrant", "the same, rerank inside Qdrant (the server path; local mode "
+                                                       "scans the whole collection)"),
+                           ("fused_candidates", "of which: fused candidates (dense + sparse prefetch, RRF) in Qdrant"),
+                           ("rerank_stored_100", "of which: the rerank alone (read 100 candidates' stored vectors + "
+                                                 "MaxSim in m3rt.kernels)"),
+                           ("encode_query", "the query's encoding (dense + sparse + ColBERT)"),
+                           ("search_whole_call", "HybridCollection.search, the whole call (encoding included)")):
+            if key in q:
+                lines.append(f"| {label} | {q[key]['p50_ms']:.1f} ms | {q[key]['p99_ms']:.1f} ms |")
+        lines.append("")
+    if "pruning" in record:
+        p = record["pruning"]
+        lines += [f"## ColBERT pruning on the trained test model ({p['artifact']}): {p['passages']} multilingual "
+                  f"passages, {p['queries']} queries", "",
+                  "Top-10 of MaxSim over every passage (inside Qdrant) against the unpruned collection's.", "",
+                  "| pruning | kept | top-10 overlap (mean) | (worst query) | ColBERT bytes / passage | vectors / passage |",
+                  "|---|---|---|---|---|---|"]
+        for r in p["rows"]:
+            lines.append(f"| {r['by']} | {r['keep']:.2f} | {r['top10_overlap_mean']:.3f} | {r['top10_overlap_min']:.1f} "
+                         f"| {r['colbert_bytes_per_passage']:.0f} | {r['colbert_vectors_per_passage']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--artifact", action="append", default=[], help="m3rt artifact(s): one model size each")
+    ap.add_argument("--texts", type=int, default=512)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--docs", type=int, default=10000)
+    ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--pruning-artifact", help="the trained test model's artifact, for the pruning table")
+    ap.add_argument("--skip", choices=["indexing", "query"], action="append", default=[])
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from m3rt.bench.harness import run_record
+
+    record = run_record(("m3rt", "onnxruntime", "qdrant-client", "numpy"))
+    previous = args.out / "qdrant-hybrid.json"
+    if previous.is_file():  # parts not rerun come from the last record, marked with their run
+        old = json.loads(previous.read_text())
+        for part in ("indexing", "query", "pruning"):
+            for key, value in (old.get(part) or {}).items() if part != "pruning" else []:
+                record.setdefault(part, {})[key] = {**value, "from_run": f"{old['date']}, commit {old['git_commit']}"}
+            if part == "pruning" and "pruning" in old and not args.pruning_artifact:
+                record["pruning"] = {**old["pruning"], "from_run": f"{old['date']}, commit {old['git_commit']}"}
+    for artifact in args.artifact:
+        if "indexing" not in args.skip:
+            indexing(args, artifact, record)
+        if "query" not in args.skip:
+            query_latency(args, artifact, record)
+    if args.pruning_artifact:
+        pruning(args, record)
+    args.out.mkdir(parents=True, exist_ok=True)
+    previous.write_text(json.dumps(record, indent=2) + "\n")
+    text = table(record)
+    (args.out / "qdrant-hybrid.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
