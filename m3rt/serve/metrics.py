@@ -12,7 +12,9 @@ class Metrics:
         self.errors = Counter("m3rt_errors", "HTTP requests answered 4xx or 5xx, by route", ["route"], registry=r)
         self.latency = Histogram("m3rt_request_seconds", "request latency by route", ["route"], registry=r,
                                  buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
-        self.queue_depth = Gauge("m3rt_queue_texts", "texts waiting for the engine", registry=r)
+        self.queue_depth = Gauge("m3rt_queue_tokens", "tokens waiting for the engine", registry=r)
+        self.held_bytes = Gauge("m3rt_held_bytes", "bytes held by requests in flight (the --max-response-bytes "
+                                "budget)", registry=r)
         self.batch_requests = Histogram("m3rt_batch_requests", "requests merged into one runtime call", registry=r,
                                         buckets=(1, 2, 4, 8, 16, 32, 64, 128))
         self.batch_texts = Histogram("m3rt_batch_texts", "texts per runtime call", registry=r,
@@ -31,8 +33,10 @@ class Metrics:
         if status >= 400:
             self.errors.labels(route).inc()
 
-    def queue(self, texts: int) -> None:
-        self.queue_depth.set(texts)
+    def watch(self, queued_tokens, held_bytes) -> None:
+        """The gauges read these callables when scraped."""
+        self.queue_depth.set_function(queued_tokens)
+        self.held_bytes.set_function(held_bytes)
 
     def batch(self, requests: int, texts: int, tokens: int, seconds: float) -> None:
         self.batch_requests.observe(requests)
@@ -43,13 +47,12 @@ class Metrics:
         if seconds > 0:
             self.tokens_per_s.set(tokens / seconds)
 
-    def render(self, queued: int) -> tuple[bytes, str]:
+    def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        self.queue_depth.set(queued)
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 # Label values are bounded: unknown paths (scanners, typos) count as "other".
-KNOWN_ROUTES = {"/embed", "/embed_sparse", "/rerank", "/tokenize", "/health", "/info", "/v1/embeddings", "/encode",
-                "/score", "/metrics", "/docs", "/openapi.json"}
+KNOWN_ROUTES = {"/", "/invocations", "/embed", "/embed_sparse", "/rerank", "/tokenize", "/health", "/info",
+                "/v1/embeddings", "/v1/models", "/encode", "/score", "/metrics", "/docs", "/openapi.json"}

@@ -37,10 +37,9 @@ class M3Replica:
         return Response(bytes(body), status_code=head.get("status", 500), headers=headers)
 
     def __del__(self):
-        batcher = getattr(getattr(getattr(self, "app", None), "state", None), "batcher", None)
-        if batcher is not None:
-            batcher.close()
-        if getattr(self, "runtime", None) is not None:
+        ctx = getattr(getattr(getattr(self, "app", None), "state", None), "m3rt", None)
+        stopped = ctx.close(timeout=30.0) if ctx is not None else True
+        if stopped and getattr(self, "runtime", None) is not None:
             self.runtime.close()
 
 

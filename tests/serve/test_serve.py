@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import base64
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -21,48 +17,16 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 
+from serving import metric, post, server  # noqa: E402
+
 TEXTS = ["What is BGE M3?", "北京是中国的首都。", "a", "Definition of BM25: a ranking function " * 3]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def server(artifact, *args):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "m3rt.cli", "serve", str(artifact), "--port", str(port), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"server did not start: {proc.stdout.read()}")
-        time.sleep(0.1)
-    try:
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
 def live(tiny_artifact):
-    with server(tiny_artifact, "--max-body-bytes", "200000", "--max-texts-per-request", "64") as (url, proc):
+    with server(tiny_artifact, "--max-body-bytes", "200000", "--max-texts-per-request", "64",
+                "--served-model-name", "m3") as (url, proc, _):
         yield url
-
-
-def post(url, path, body, **kw):
-    return httpx.post(f"{url}{path}", json=body, timeout=60, **kw)
 
 
 def test_routes_equal_the_embedded_runtime(live, runtime):
@@ -83,10 +47,10 @@ def test_routes_equal_the_embedded_runtime(live, runtime):
                                  "colbert_format": "base64_fp16"}).json()["colbert_vecs"][0]
     vecs = np.frombuffer(base64.b64decode(b64), dtype="<f2").reshape(-1, 64)
     np.testing.assert_allclose(vecs, ref["colbert_vecs"][0], atol=2e-3)
-    oa = post(live, "/v1/embeddings", {"input": TEXTS, "encoding_format": "base64", "model": "m"}).json()
+    oa = post(live, "/v1/embeddings", {"input": TEXTS, "encoding_format": "base64", "model": "m3"}).json()
     got = [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in oa["data"]]
     np.testing.assert_allclose(got, ref["dense_vecs"], atol=1e-6)
-    assert oa["usage"]["prompt_tokens"] > 0 and oa["model"] == "m" and [d["index"] for d in oa["data"]] == [0, 1, 2, 3]
+    assert oa["usage"]["prompt_tokens"] > 0 and oa["model"] == "m3" and [d["index"] for d in oa["data"]] == [0, 1, 2, 3]
     ranked = post(live, "/rerank", {"query": TEXTS[0], "texts": TEXTS, "return_text": True}).json()
     want = runtime.rerank(TEXTS[0], TEXTS)
     assert [x["index"] for x in ranked] == [i for i, _ in want]
@@ -159,7 +123,7 @@ def test_malformed_requests_and_unknown_routes(live):
 
 
 def test_overload_gives_429_and_recovers(tiny_artifact):
-    with server(tiny_artifact, "--max-queue", "8", "--max-wait-ms", "50") as (url, _):
+    with server(tiny_artifact, "--max-queue-tokens", "3000", "--max-wait-ms", "50") as (url, _, _):
         codes, retry = [], []
         texts = ["overload " * 200] * 8
 
@@ -181,7 +145,7 @@ def test_overload_gives_429_and_recovers(tiny_artifact):
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(tiny_artifact):
-    with server(tiny_artifact) as (url, proc):
+    with server(tiny_artifact) as (url, proc, _):
         result = {}
 
         def slow():
@@ -197,16 +161,19 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tiny_artifact):
 
 
 def test_a_client_that_leaves_drops_its_queued_work(tiny_artifact):
-    with server(tiny_artifact, "--max-batch-texts", "64") as (url, _):
+    with server(tiny_artifact, "--max-batch-texts", "64", "--max-queue-tokens", "1000000") as (url, _, _):
         busy = threading.Thread(target=post, args=(url, "/embed", {"inputs": ["keep the worker busy " * 300] * 1024}))
         busy.start()
-        time.sleep(0.3)
+        deadline = time.monotonic() + 30
+        while metric(url, "m3rt_queue_tokens") == 0 and time.monotonic() < deadline:  # tokenized and queued
+            time.sleep(0.05)
         with pytest.raises(httpx.TimeoutException):  # queued behind the busy call; the client gives up
             httpx.post(f"{url}/embed", json={"inputs": ["never encoded " * 300] * 64}, timeout=0.5)
         busy.join(60)
         time.sleep(0.5)
         metrics = httpx.get(f"{url}/metrics").text
-        dropped = next(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("m3rt_dropped_requests_total"))
+        dropped = next(float(x.split()[-1]) for x in metrics.splitlines()
+                       if x.startswith("m3rt_dropped_requests_total"))
         texts = next(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("m3rt_batch_texts_sum"))
         assert dropped == 1 and texts == 1024  # only the busy request's texts were encoded
 

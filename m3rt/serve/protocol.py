@@ -1,0 +1,109 @@
+"""Connection hygiene under uvicorn's HTTP protocol: limits uvicorn's settings do not give.
+
+uvicorn has limit_concurrency, timeout_keep_alive (after a response only) and, with h11 alone, a limit on an
+incomplete event's size. Its httptools parser takes headers of any size, and a connection that sends nothing
+or a slow trickle of headers stays open for good. `guarded(base, settings)` is uvicorn's protocol class with:
+- a connection past --limit-concurrency answered 503 JSON and closed at once (it costs no file descriptor
+  for longer than that);
+- a connection that sends nothing closed after --timeout-keep-alive;
+- a request's line and headers: past --max-header-bytes 431, not complete within --timeout-headers of their
+  first byte 408 (JSON both, then the connection is closed).
+Bodies (their size and deadline) are watched by the Gate middleware, which can answer with the app's errors.
+"""
+
+from __future__ import annotations
+
+import json
+
+from m3rt.serve.errors import Kind
+
+PHRASES = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large",
+           503: "Service Unavailable"}
+
+
+def raw_response(kind: Kind, message: str) -> bytes:
+    info = kind.value
+    body = json.dumps({"error": message, "error_type": info.tei}).encode()
+    head = (f"HTTP/1.1 {info.status} {PHRASES.get(info.status, '')}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+    return head.encode() + body
+
+
+def base_protocol() -> type:
+    """uvicorn's fast httptools protocol when installed, else its h11 one."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        return HttpToolsProtocol
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        return H11Protocol
+
+
+def guarded(base: type, settings) -> type:
+    limit, max_header = settings.limit_concurrency, settings.max_header_bytes
+    idle_s, headers_s = settings.timeout_keep_alive, settings.timeout_headers
+
+    class Guarded(base):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self.m3rt_header_bytes, self.m3rt_tail, self.m3rt_timer = 0, b"", None
+            if len(self.connections) > limit:
+                self.m3rt_refuse(Kind.UNHEALTHY, f"over {limit} connections (--limit-concurrency); retry")
+                return
+            self.m3rt_arm(idle_s, None)
+
+        def connection_lost(self, exc):
+            self.m3rt_disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data):
+            reading_headers = self.cycle is None or not self.cycle.more_body
+            if reading_headers:
+                if self.m3rt_header_bytes == 0:
+                    self.m3rt_tail = b""
+                    self.m3rt_arm(headers_s, (Kind.TIMEOUT, f"request headers not complete within {headers_s:g} s "
+                                                            "(--timeout-headers)"))
+                # The header block ends at the first blank line: count up to it, before the parser sees any.
+                end = (self.m3rt_tail + data).find(b"\r\n\r\n")
+                self.m3rt_header_bytes += len(data) if end < 0 else end + 4 - len(self.m3rt_tail)
+                self.m3rt_tail = data[-3:]
+                if self.m3rt_header_bytes > max_header:
+                    self.m3rt_refuse(Kind.HEADERS_TOO_LARGE, f"request line and headers over {max_header} bytes "
+                                                             "(--max-header-bytes)")
+                    return
+            cycle = self.cycle
+            super().data_received(data)
+            if self.cycle is not cycle:  # a request's headers are complete: its body is the Gate's
+                self.m3rt_header_bytes = 0
+                self.m3rt_disarm()
+
+        def send_400_response(self, msg: str) -> None:  # uvicorn's is text/plain
+            self.m3rt_refuse(Kind.BAD_REQUEST, msg)
+
+        def m3rt_arm(self, seconds: float, answer) -> None:
+            self.m3rt_disarm()
+            self.m3rt_timer = self.loop.call_later(seconds, self.m3rt_expire, answer)
+
+        def m3rt_disarm(self) -> None:
+            if self.m3rt_timer is not None:
+                self.m3rt_timer.cancel()
+                self.m3rt_timer = None
+
+        def m3rt_expire(self, answer) -> None:
+            self.m3rt_timer = None
+            if self.transport.is_closing():
+                return
+            if answer is None:  # nothing was ever sent: close quietly, as keep-alive does
+                self.transport.close()
+            elif self.cycle is None or not self.cycle.more_body:
+                self.m3rt_refuse(*answer)
+
+        def m3rt_refuse(self, kind: Kind, message: str) -> None:
+            self.m3rt_disarm()
+            self.transport.write(raw_response(kind, message))
+            self.transport.close()
+
+    Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
+    return Guarded
