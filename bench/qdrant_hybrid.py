@@ -1,19 +1,24 @@
 """BGE-M3's three outputs in Qdrant (m3rt.integrations.qdrant): indexing throughput against the bare iter_encode
-rate, the query latency of hybrid search + ColBERT rerank from STORED vectors (both rerank paths), and what ColBERT
-pruning saves and costs. Beside bench/milvus_hybrid.py (whose rerank re-encodes the candidates).
+rate, the query latency of hybrid search + ColBERT rerank from STORED vectors (m3rt over local mode's arrays,
+and Qdrant's own query), and what ColBERT pruning saves and costs. Beside bench/milvus_hybrid.py (whose rerank
+re-encodes the candidates).
 
     python bench/qdrant_hybrid.py --artifact ART [--artifact ART2 ...] [--docs 10000] [--texts 512] [--rounds 3] \\
-        [--queries 50] [--pruning-artifact TRAINED_ART] --out bench/results
+        [--queries 50] [--repeats 3] [--pruning-artifact TRAINED_ART] [--skip indexing] --out bench/results
 
 Indexing (per artifact): one corpus of --texts texts (token lengths uniform in 16..256, exact), alternated over
 --rounds: the bare rate (iter_encode of all three outputs, chunks consumed and dropped), then
 HybridCollection.insert of the same texts into a new local-mode collection in memory (":memory:") and in a
 directory (Qdrant's local-mode persistence, a SQLite row per point). Medians.
 Query latency (per artifact): --docs documents (16..256 tokens) in a ":memory:" collection, --queries queries of
-8..32 tokens; per query, timed on their own: the query's encoding (dense + sparse + ColBERT), the fused candidates
-(dense + sparse prefetch, RRF, inside Qdrant), and the search with the ColBERT rerank of 100 candidates from the
-stored vectors excluding the query's encoding, in m3rt.kernels ("client", local mode's default) and inside Qdrant
-("qdrant", the server path; local mode runs it as a scan of the whole collection). p50 / p99.
+8..32 tokens; per query, timed on their own and in turn (the machine's other load falls on every path alike):
+the query's encoding (dense + sparse + ColBERT); the fused candidates (dense + sparse, RRF) from Qdrant's query
+and from m3rt's over local mode's stored arrays (local_search.py); the rerank alone; and the search with the
+ColBERT rerank of 100 candidates from the stored vectors excluding the query's encoding: local mode's default
+(m3rt's candidates, rerank in m3rt.kernels), Qdrant's candidates with the same rerank (the default before
+local_search.py), and all inside Qdrant (the server path; local mode runs its rerank as a scan of the whole
+collection). The three searches must return the same ids. Parts that take milliseconds are timed --repeats
+times per query, and the query's median kept. p50 / p99 over the queries.
 Pruning (--pruning-artifact, the trained test model): top-10 overlap of pruned against full MaxSim on
 tests/qdrant/multilingual_set.py, per method and fraction kept, with the stored bytes per passage.
 Writes qdrant-hybrid.{json,md}.
@@ -105,36 +110,49 @@ def query_latency(args, artifact: str, record: dict) -> None:
     from m3rt.kernels import rerank as maxsim_rerank
 
     stored = StoredColbert(col.client, col.name)
-    encode, fused, rerank_only, client, inside, whole = [], [], [], [], [], []
-    col.search(queries[0])  # warm
+    times: dict[str, list[float]] = {k: [] for k in (
+        "encode_query", "fused_candidates", "local_candidates", "rerank_stored_100", "search_rerank_client",
+        "search_qdrant_candidates_rerank_client", "search_rerank_in_qdrant", "search_whole_call")}
+
+    def timed(key, fn, repeats=1):
+        runs = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            out = fn()
+            runs.append(time.perf_counter() - t)
+        times[key].append(statistics.median(runs))
+        return out
+
+    t = time.perf_counter()
+    col.search(queries[0])  # warm; the first search builds local_search.py's copies
+    first_search = time.perf_counter() - t
+    fast = args.repeats
+
+    def one_query(q: str) -> None:
+        encoded = timed("encode_query", lambda: col._encode_queries([q], True, None))
+        cands = timed("fused_candidates", lambda: col._fused(encoded, fusion, CANDIDATES, CANDIDATES, False))
+        here = timed("local_candidates", lambda: col._fused_here(encoded, fusion, CANDIDATES, CANDIDATES), fast)
+        assert here == cands, "m3rt's candidates differ from Qdrant's"
+
+        def rerank_only():
+            vectors, offsets = stored.read([h.id for h in cands[0]])
+            return maxsim_rerank(encoded[0].colbert, vectors, offsets, 10)
+
+        timed("rerank_stored_100", rerank_only, fast)
+        a = timed("search_rerank_client", lambda: col._rerank_here(encoded, fusion, CANDIDATES, 10, "client"), fast)
+        b = timed("search_qdrant_candidates_rerank_client",
+                  lambda: col._rerank_here(encoded, fusion, CANDIDATES, 10, "qdrant"))
+        c = timed("search_rerank_in_qdrant", lambda: col._rerank_in_qdrant(encoded, fusion, CANDIDATES, 10))
+        assert [h.id for h in a[0]] == [h.id for h in b[0]] == [h.id for h in c[0]], "the search paths disagree"
+        timed("search_whole_call", lambda: col.search(q, limit=10, candidates=CANDIDATES), fast)
+
     for q in queries:
-        t = time.perf_counter()
-        encoded = col._encode_queries([q], True, None)
-        encode.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        cands = col._fused(encoded, fusion, CANDIDATES, CANDIDATES, with_payload=False)
-        fused.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        vectors, offsets = stored.read([h.id for h in cands[0]])
-        maxsim_rerank(encoded[0].colbert, vectors, offsets, 10)
-        rerank_only.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        a = col._rerank_here(encoded, fusion, CANDIDATES, 10)
-        client.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        b = col._rerank_in_qdrant(encoded, fusion, CANDIDATES, 10)
-        inside.append(time.perf_counter() - t)
-        assert [h.id for h in a[0]] == [h.id for h in b[0]], "the two rerank paths disagree"
-        t = time.perf_counter()
-        col.search(q, limit=10, candidates=CANDIDATES)
-        whole.append(time.perf_counter() - t)
+        one_query(q)
     per = col.stored.per_passage()
     record.setdefault("query", {})[Path(artifact).name] = {
         "docs": len(docs), "doc_tokens": doc_tokens, "fill_seconds": fill_s, "queries": len(queries), "limit": 10,
         "candidates": CANDIDATES, "ranker": "rrf", "dims": rt.output_dims, "bytes_per_passage": per,
-        "encode_query": pct(encode), "fused_candidates": pct(fused), "rerank_stored_100": pct(rerank_only),
-        "search_rerank_client": pct(client),
-        "search_rerank_in_qdrant": pct(inside), "search_whole_call": pct(whole)}
+        "repeats": fast, "first_search_seconds": first_search, **{k: pct(v) for k, v in times.items()}}
     col.close()
     rt.close()
 
@@ -170,6 +188,11 @@ def pruning(args, record: dict) -> None:
                          "queries": len(ml.QUERIES), "rows": rows}
 
 
+def carried(part: dict) -> list[str]:
+    """The line saying a part comes from an earlier run (not rerun with this one), and a blank line."""
+    return [f"(From the run of {part['from_run']}.)", ""] if "from_run" in part else []
+
+
 def table(record: dict) -> str:
     m = record["machine"]
     lines = [f"# BGE-M3 in Qdrant local mode ({record['date']}, commit {record['git_commit']})", "",
@@ -177,7 +200,7 @@ def table(record: dict) -> str:
              + ", ".join(f"{k} {v}" for k, v in record["versions"].items() if v), ""]
     for name, ix in record.get("indexing", {}).items():
         lines += [f"## Indexing {ix['texts']} texts ({ix['tokens']} tokens, 16-256 each) with {name}: all three outputs",
-                  "", "| what | " + " | ".join(f"round {i + 1}" for i in range(len(ix["rounds"])))
+                  "", *carried(ix), "| what | " + " | ".join(f"round {i + 1}" for i in range(len(ix["rounds"])))
                   + " | texts/s (median) | vs iter_encode |", "|---|" + "---|" * (len(ix["rounds"]) + 2)]
         bare = statistics.median(r["iter_encode"] for r in ix["rounds"])
         for key in ix["rounds"][0]:
@@ -192,12 +215,20 @@ def table(record: dict) -> str:
                   f"(dense {q['dims']['dense']}, ColBERT {q['dims']['colbert']}), local mode in memory", "",
                   f"{q['queries']} queries of 8-32 tokens, limit {q['limit']}, {q['candidates']} candidates, RRF. "
                   f"Filled in {q['fill_seconds']:.0f} s. Stored per passage: dense {b['dense']:.0f} B, sparse "
-                  f"{b['sparse']:.0f} B, ColBERT {b['colbert']:.0f} B ({b['colbert_vectors']:.0f} float16 vectors).",
-                  "", "| part | p50 | p99 |", "|---|---|---|"]
+                  f"{b['sparse']:.0f} B, ColBERT {b['colbert']:.0f} B ({b['colbert_vectors']:.0f} float16 vectors)."
+                  + (f" Timed in turn per query; the millisecond parts {q['repeats']} times each, median kept. "
+                     f"First search (builds m3rt's copies of the stored vectors): {q['first_search_seconds']:.2f} s."
+                     if "repeats" in q else ""),
+                  "", *carried(q), "| part | p50 | p99 |", "|---|---|---|"]
         for key, label in (("search_rerank_client", "**search + ColBERT rerank of 100 from stored vectors, query "
-                                                     "encoding excluded** (rerank in m3rt.kernels: local mode's default)"),
-                           ("search_rerank_in_qdrant", "the same, rerank inside Qdrant (the server path; local mode "
+                                                     "encoding excluded** (local mode's default: candidates and "
+                                                     "rerank in m3rt)"),
+                           ("search_qdrant_candidates_rerank_client", "the same with Qdrant's candidates "
+                                                                      "(candidates_in=\"qdrant\")"),
+                           ("search_rerank_in_qdrant", "the same, all inside Qdrant (the server path; local mode "
                                                        "scans the whole collection)"),
+                           ("local_candidates", "of which: fused candidates (dense + sparse, RRF) in m3rt from "
+                                                "local mode's stored arrays"),
                            ("fused_candidates", "of which: fused candidates (dense + sparse prefetch, RRF) in Qdrant"),
                            ("rerank_stored_100", "of which: the rerank alone (read 100 candidates' stored vectors + "
                                                  "MaxSim in m3rt.kernels)"),
@@ -211,6 +242,7 @@ def table(record: dict) -> str:
         lines += [f"## ColBERT pruning on the trained test model ({p['artifact']}): {p['passages']} multilingual "
                   f"passages, {p['queries']} queries", "",
                   "Top-10 of MaxSim over every passage (inside Qdrant) against the unpruned collection's.", "",
+                  *carried(p),
                   "| pruning | kept | top-10 overlap (mean) | (worst query) | ColBERT bytes / passage | vectors / passage |",
                   "|---|---|---|---|---|---|"]
         for r in p["rows"]:
@@ -226,6 +258,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--docs", type=int, default=10000)
     ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=3, help="timings per query of the millisecond parts (median)")
     ap.add_argument("--pruning-artifact", help="the trained test model's artifact, for the pruning table")
     ap.add_argument("--skip", choices=["indexing", "query"], action="append", default=[])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -235,13 +268,14 @@ def main() -> None:
 
     record = run_record(("m3rt", "onnxruntime", "qdrant-client", "numpy"))
     previous = args.out / "qdrant-hybrid.json"
-    if previous.is_file():  # parts not rerun come from the last record, marked with their run
+    if previous.is_file():  # parts not rerun come from the last record, marked with the run that measured them
         old = json.loads(previous.read_text())
+        last = f"{old['date']}, commit {old['git_commit']}"
         for part in ("indexing", "query", "pruning"):
             for key, value in (old.get(part) or {}).items() if part != "pruning" else []:
-                record.setdefault(part, {})[key] = {**value, "from_run": f"{old['date']}, commit {old['git_commit']}"}
+                record.setdefault(part, {})[key] = {**value, "from_run": value.get("from_run", last)}
             if part == "pruning" and "pruning" in old and not args.pruning_artifact:
-                record["pruning"] = {**old["pruning"], "from_run": f"{old['date']}, commit {old['git_commit']}"}
+                record["pruning"] = {**old["pruning"], "from_run": old["pruning"].get("from_run", last)}
     for artifact in args.artifact:
         if "indexing" not in args.skip:
             indexing(args, artifact, record)

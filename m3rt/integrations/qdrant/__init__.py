@@ -3,7 +3,8 @@
 - HybridCollection: create a collection with named `dense`, `sparse` and `colbert` (MAX_SIM multivector) vectors,
   any of them; insert a corpus streamed through iter_encode (resumable upserts); hybrid search (RRF or
   weighted) reranked by ColBERT MaxSim on the STORED vectors. Local mode (a directory or ":memory:", embedded, no
-  server) and a server URL run the same code.
+  server) and a server URL run the same code; in local mode m3rt computes the same candidates from the stored
+  arrays (local_search.py) rather than through local mode's Python search.
 - ColBERT storage: float16 by default; optional pruning to the k strongest vectors per passage (pruning.py).
 qdrant_client is imported when a collection is opened, not by importing this package.
 """

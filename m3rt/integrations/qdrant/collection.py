@@ -10,13 +10,15 @@ rerun after a crash overwrites rather than duplicates. ColBERT vectors are store
 can be pruned to the k strongest per passage (pruning.py).
 
 Searching: the dense and the sparse candidates fused (RRF or a weighted sum, queries.py), then reranked by
-ColBERT MaxSim against the STORED vectors: nothing is re-encoded but the query. Where the rerank runs:
+ColBERT MaxSim against the STORED vectors: nothing is re-encoded but the query. Where it runs:
 - against a server (rerank_in="qdrant"): inside Qdrant, one request (prefetch -> fusion -> MAX_SIM) per query,
   and Qdrant scores only the candidates;
-- in local mode (rerank_in="client"): local mode is qdrant-client's numpy reimplementation, and it runs a
-  MAX_SIM rescoring as a scan of the whole collection filtered to the candidates, so the rerank would cost as
-  much as a ColBERT search of everything. Here Qdrant returns the fused candidates, their stored vectors are
-  read where local mode keeps them (stored_vectors.py) and m3rt.kernels scores them. Same vectors, same scores.
+- in local mode (qdrant-client's numpy/Python reimplementation), in m3rt (candidates_in="client",
+  rerank_in="client"): local mode's sparse search is a Python loop over every point, and it runs a MAX_SIM
+  rescoring as a scan of the whole collection filtered to the candidates. So m3rt computes the fused candidates
+  from local mode's stored arrays (local_search.py: local mode's own answer, to the bit), reads their stored
+  ColBERT vectors where local mode keeps them (stored_vectors.py) and scores them with m3rt.kernels.
+  candidates_in="qdrant" (or rerank_in="qdrant") asks Qdrant's own query instead: the same hits.
 Scores are m3rt's (FlagEmbedding's): colbert_score is MaxSim averaged over the query's vectors, Qdrant's
 MAX_SIM (a sum) divided by their number; hybrid_score is the fused score (None when Qdrant reranked: it
 returns only the final score).
@@ -29,7 +31,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -54,7 +56,7 @@ from m3rt.integrations.qdrant.queries import (
 )
 
 UPSERT_POINTS = 256  # points per upsert call: a request far under a server's 32 MB default limit at 1024-d
-RERANK_PLACES = ("auto", "qdrant", "client")
+RERANK_PLACES = CANDIDATE_PLACES = ("auto", "qdrant", "client")
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class HybridCollection:
             self.close()
             raise
         self.stored = StoredBytes()  # what this object's inserts wrote
-        self._stored_colbert = None
+        self._stored_colbert = self._local_search = None
 
     @classmethod
     def create(cls, client, name: str, runtime, *, outputs: Sequence[str] = (DENSE, SPARSE, COLBERT),
@@ -174,13 +176,16 @@ class HybridCollection:
     # ------------------------------------------------------------------ reading
     def search(self, queries: str | Sequence[str], *, limit: int = 10, candidates: int | None = None,
                ranker: str = "rrf", rrf_k: int = 60, weights: tuple[float, float] = (1.0, 1.0),
-               rerank: bool | None = None, rerank_in: str = "auto", max_length: int | None = None):
+               rerank: bool | None = None, rerank_in: str = "auto", candidates_in: str = "auto",
+               max_length: int | None = None):
         """Hybrid search: for each query, its `candidates` (default max(limit, 100)) nearest by dense and by
         sparse score, fused by `ranker` ("rrf": sum of 1 / (rrf_k + rank / weight); "weighted": weights[0] x
         dense + weights[1] x sparse, see queries.py), then, with rerank (default: when ColBERT is stored), the
         fused top `candidates` reranked by ColBERT MaxSim against their stored vectors. rerank_in: "qdrant"
-        (inside Qdrant), "client" (m3rt.kernels on the stored vectors), "auto" (client in local mode, else
-        qdrant). Returns [Hit] best first for one query, a list of them for a list."""
+        (inside Qdrant, candidates included), "client" (m3rt.kernels on the stored vectors), "auto" (client in
+        local mode, else qdrant). candidates_in: where the fused candidates are found: "qdrant" (Qdrant's query),
+        "client" (m3rt, from local mode's stored vectors: local mode only, the same hits), "auto" (client in
+        local mode, else qdrant). Returns [Hit] best first for one query, a list of them for a list."""
         from m3rt.runtime import check_texts
         from m3rt.runtime.config import as_int
 
@@ -201,21 +206,36 @@ class HybridCollection:
                              f"{', '.join(layout.outputs)}")
         if rerank_in not in RERANK_PLACES:
             raise ValueError(f"rerank_in must be one of {RERANK_PLACES}, got {rerank_in!r}")
+        if candidates_in not in CANDIDATE_PLACES:
+            raise ValueError(f"candidates_in must be one of {CANDIDATE_PLACES}, got {candidates_in!r}")
         colbert_only = not (layout.dense or layout.sparse)
+        rerank_where = "qdrant" if colbert_only else self._place(rerank_in)
+        if rerank and rerank_where == "qdrant" and candidates_in == "client" and not colbert_only:
+            raise ValueError("candidates_in='client' with rerank_in='qdrant': the rerank inside Qdrant takes "
+                             "Qdrant's own candidates")
+        candidates_where = self._place(candidates_in)
+        if candidates_where == "client" and not self._is_local():
+            raise ValueError(f"candidates_in='client' computes the candidates from local mode's stored vectors; "
+                             f"collection {self.name!r} is on a server")
         encoded = self._encode_queries(queries, rerank or colbert_only, max_length)
-        if rerank or colbert_only:
-            where = "qdrant" if colbert_only else rerank_in
-            if where == "auto":
-                from m3rt.integrations.qdrant.stored_vectors import is_local
-
-                where = "client" if is_local(self.client) else "qdrant"
-            if where == "qdrant":
-                results = self._rerank_in_qdrant(encoded, fusion, candidates, limit)
-            else:
-                results = self._rerank_here(encoded, fusion, candidates, limit)
-        else:
+        if colbert_only or (rerank and rerank_where == "qdrant"):
+            results = self._rerank_in_qdrant(encoded, fusion, candidates, limit)
+        elif rerank:
+            results = self._rerank_here(encoded, fusion, candidates, limit, candidates_where)
+        elif candidates_where == "qdrant":
             results = self._fused(encoded, fusion, candidates, limit, with_payload=[TEXT])
+        else:
+            results = self._with_texts(self._fused_here(encoded, fusion, candidates, limit))
         return results[0] if one else results
+
+    def _is_local(self) -> bool:
+        from m3rt.integrations.qdrant.stored_vectors import is_local
+
+        return is_local(self.client)
+
+    def _place(self, where: str) -> str:
+        """rerank_in / candidates_in resolved: "auto" is "client" in local mode, else "qdrant"."""
+        return ("client" if self._is_local() else "qdrant") if where == "auto" else where
 
     def _encode_queries(self, queries: list[str], colbert: bool, max_length) -> list[EncodedQuery]:
         layout = self.layout
@@ -238,10 +258,24 @@ class HybridCollection:
         answers = iter(self.client.query_batch_points(self.name, requests=sent) if sent else [])
         return [[] if r is None else next(answers).points for r in requests]
 
+    def _candidates(self, encoded, fusion, candidates, limit, where: str) -> list[list[Hit]]:
+        """The fused candidates (without their texts), from Qdrant's query or from m3rt's (local mode)."""
+        if where == "qdrant":
+            return self._fused(encoded, fusion, candidates, limit, with_payload=False)
+        return self._fused_here(encoded, fusion, candidates, limit)
+
     def _fused(self, encoded, fusion, candidates, limit, with_payload) -> list[list[Hit]]:
         found = self._query([candidates_request(q, fusion, candidates, limit, with_payload) for q in encoded])
         return [[Hit(id=p.id, text=(p.payload or {}).get(TEXT) if with_payload else None, score=float(p.score),
                      hybrid_score=float(p.score)) for p in points] for points in found]
+
+    def _fused_here(self, encoded, fusion, candidates, limit) -> list[list[Hit]]:
+        from m3rt.integrations.qdrant.local_search import LocalSearch
+
+        if self._local_search is None:
+            self._local_search = LocalSearch(self.client, self.name, self.layout)
+        return [[Hit(id=pid, text=None, score=s, hybrid_score=s) for pid, s in found]
+                for found in self._local_search.fused(encoded, fusion, candidates, limit)]
 
     def _rerank_in_qdrant(self, encoded, fusion, candidates, limit) -> list[list[Hit]]:
         found = self._query([rerank_request(q, fusion, candidates, limit, [TEXT]) for q in encoded])
@@ -252,13 +286,13 @@ class HybridCollection:
                                 hybrid_score=None, colbert_score=float(p.score) / n) for p in points])
         return results
 
-    def _rerank_here(self, encoded, fusion, candidates, limit) -> list[list[Hit]]:
+    def _rerank_here(self, encoded, fusion, candidates, limit, candidates_in: str) -> list[list[Hit]]:
         from m3rt.integrations.qdrant.stored_vectors import StoredColbert
         from m3rt.kernels import rerank as maxsim_rerank
 
         if self._stored_colbert is None:
             self._stored_colbert = StoredColbert(self.client, self.name)
-        fused = self._fused(encoded, fusion, candidates, candidates, with_payload=False)
+        fused = self._candidates(encoded, fusion, candidates, candidates, candidates_in)
         ranked = []
         for q, hits in zip(encoded, fused):
             if not hits:
@@ -266,12 +300,16 @@ class HybridCollection:
                 continue
             vectors, offsets = self._stored_colbert.read([h.id for h in hits])
             idx, scores = maxsim_rerank(q.colbert, vectors, offsets, limit)
-            ranked.append([(hits[i], float(s)) for i, s in zip(idx, scores)])
-        wanted = list({h.id: None for hits in ranked for h, _ in hits})
+            ranked.append([Hit(id=hits[i].id, text=None, score=float(s), hybrid_score=hits[i].hybrid_score,
+                               colbert_score=float(s)) for i, s in zip(idx, scores)])
+        return self._with_texts(ranked)
+
+    def _with_texts(self, results: list[list[Hit]]) -> list[list[Hit]]:
+        """The hits with their stored texts (one retrieve for all of them)."""
+        wanted = list({h.id: None for hits in results for h in hits})
         texts = {p.id: (p.payload or {}).get(TEXT) for p in
                  (self.client.retrieve(self.name, wanted, with_payload=[TEXT]) if wanted else [])}
-        return [[Hit(id=h.id, text=texts.get(h.id), score=s, hybrid_score=h.hybrid_score, colbert_score=s)
-                 for h, s in hits] for hits in ranked]
+        return [[replace(h, text=texts.get(h.id)) for h in hits] for hits in results]
 
     def __len__(self) -> int:
         return int(self.client.count(self.name, exact=True).count)

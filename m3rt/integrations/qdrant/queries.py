@@ -9,10 +9,13 @@ Candidates: the `candidates` nearest by dense and by sparse score (one prefetch 
 One list alone (a query with no lexical weight, a collection storing one of the two) is not fused: its own
 scores rank the hits. The ColBERT rerank is the outer query over the fused candidates: Qdrant's MAX_SIM, a SUM
 over the query's vectors, which is len(query vectors) x m3rt's (FlagEmbedding's) mean MaxSim.
+Fusion.fuse computes the same fusion in m3rt (local mode's candidates, local_search.py) with Qdrant's arithmetic,
+so both give the same scores to the bit and the same order.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,17 +44,53 @@ class Fusion:
             raise ValueError(f"weights must be finite, >= 0 and not both 0, got {self.weights!r}")
         object.__setattr__(self, "weights", (float(weights[0]), float(weights[1])))
 
+    def side_weights(self, sides: list[str]) -> list[float]:
+        return [self.weights[0 if s == DENSE else 1] for s in sides]
+
     def query(self, sides: list[str]):
         """The fusion of the prefetches `sides` (a sublist of [DENSE, SPARSE], in that order)."""
         from qdrant_client import models
 
-        w = [self.weights[0 if s == DENSE else 1] for s in sides]
+        w = self.side_weights(sides)
         if self.ranker == "rrf":
             weights = None if all(x == 1.0 for x in w) else w
             return models.RrfQuery(rrf=models.Rrf(k=int(self.rrf_k) + 1, weights=weights))
         terms = [models.MultExpression(mult=[x, f"$score[{i}]"]) for i, x in enumerate(w)]
         return models.FormulaQuery(formula=models.SumExpression(sum=terms),
                                    defaults={f"$score[{i}]": 0.0 for i in range(len(sides))})
+
+
+    def fuse(self, sides: list[str], ranked: list[list[tuple]], limit: int) -> list[tuple]:
+        """The best `limit` (id, fused score) of ranked lists [(id, score), best first], one per side, as Qdrant's
+        query(sides) computes them: rrf sums 1 / ((rank0 + 1.0) / w + k - 1.0) with Qdrant's k (rrf_k + 1) and
+        0.0 for a weight of 0; weighted sums w x score per list (0.0 where a point is missing) with the builtin
+        sum, as float32. Both then sort stably, best first, the points in the order first met (dense first)."""
+        w = self.side_weights(sides)
+        if self.ranker == "rrf":
+            k = int(self.rrf_k) + 1
+            fused: dict = {}
+            for weight, hits in zip(w, ranked):
+                for pos, (pid, _) in enumerate(hits):
+                    s = 0.0 if weight <= 0 else 1 / ((pos + 1.0) / weight + k - 1.0)
+                    fused[pid] = fused[pid] + s if pid in fused else s
+            out = list(fused.items())
+        else:
+            scores = [dict(hits) for hits in ranked]
+            out = []
+            for pid in dict.fromkeys(pid for hits in ranked for pid, _ in hits):
+                total = sum(_product(weight, found.get(pid, 0.0)) for weight, found in zip(w, scores))
+                out.append((pid, float(np.float32(total))))
+        out.sort(key=lambda item: item[1], reverse=True)
+        return out[:limit]
+
+
+def _product(weight: float, score: float) -> float:
+    """weight x score as Qdrant's formula evaluates a product: 0.0 as soon as a factor is 0."""
+    if weight == 0.0:
+        return weight
+    if score == 0.0:
+        return score
+    return math.prod([weight, score])
 
 
 @dataclass(frozen=True)
@@ -61,18 +100,19 @@ class EncodedQuery:
     colbert: np.ndarray | None
 
 
+def query_sides(q: EncodedQuery) -> list[str]:
+    """Which lists a query searches: dense when it has a dense vector, sparse when it has a lexical weight."""
+    return ([DENSE] if q.dense is not None else []) + ([SPARSE] if q.sparse is not None and len(q.sparse[0]) else [])
+
+
 def candidate_prefetches(q: EncodedQuery, candidates: int) -> tuple[list, list[str]]:
     """The dense and sparse prefetches of one query, and which sides they are."""
     from qdrant_client import models
 
-    prefetches, sides = [], []
-    if q.dense is not None:
-        prefetches.append(models.Prefetch(query=q.dense, using=DENSE, limit=candidates))
-        sides.append(DENSE)
-    if q.sparse is not None and len(q.sparse[0]):
-        prefetches.append(models.Prefetch(query=models.SparseVector(indices=q.sparse[0], values=q.sparse[1]),
-                                          using=SPARSE, limit=candidates))
-        sides.append(SPARSE)
+    sides = query_sides(q)
+    prefetches = [models.Prefetch(query=q.dense, using=DENSE, limit=candidates) if s == DENSE else
+                  models.Prefetch(query=models.SparseVector(indices=q.sparse[0], values=q.sparse[1]), using=SPARSE,
+                                  limit=candidates) for s in sides]
     return prefetches, sides
 
 
