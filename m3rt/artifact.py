@@ -20,6 +20,9 @@ MANIFEST = "manifest.json"
 GRAPH = "model.onnx"
 # All weights in ONE external file when the graph is over protobuf's 2 GB limit.
 EXTERNAL_DATA = "model.onnx.data"
+# int8-static artifacts hold an OpenVINO model instead (calibrated by NNCF): its graph and its weights.
+IR_GRAPH = "model.xml"
+IR_WEIGHTS = "model.bin"
 TOKENIZER = "tokenizer.json"
 # int8 artifacts: a probe batch (ids, mask) and the fp32 graph's outputs on it, so that a machine of another CPU
 # class can check at load that int8 still meets its thresholds there (runtime/cpu_check.py).
@@ -32,10 +35,16 @@ TIMING_CACHE = "timing.cache"
 # Folders inside an artifact that hold caches rebuilt on demand (onnxruntime-TensorRT's engines), not listed.
 CACHE_DIRS = ("trt-cache",)
 
-# fp32: the traced graph. int8: its backbone matrix products quantised for the CPU (export/quantize.py).
-# fp16: its backbone in half precision for GPUs (export/half.py). Both are checked against the fp32 graph
-# (m3rt/fidelity.py).
-PRECISIONS = ("fp32", "int8", "fp16")
+# fp32: the traced graph. int8: its backbone matrix products quantised for the CPU by onnxruntime, the
+# activations at run time (export/quantize.py). int8-static: quantised with activation ranges calibrated on text
+# (NNCF; an OpenVINO model, export/static_int8.py). bf16: the fp32 graph, computed in bf16 by OpenVINO where the
+# CPU has bf16. fp16: its backbone in half precision for GPUs (export/half.py). All but fp32 are checked against
+# the fp32 graph (runtime/fidelity.py), as the runtime runs them.
+PRECISIONS = ("fp32", "int8", "int8-static", "bf16", "fp16")
+# Precisions whose numbers depend on the CPU class they run on: re-checked at load on another class.
+CPU_DEPENDENT = ("int8", "int8-static", "bf16")
+# Precisions that need the standard attention spelling (OpenVINO runs them).
+NEEDS_STANDARD_ATTENTION = ("int8-static", "bf16")
 
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAMES = ("dense_vecs", "sparse_weights", "colbert_vecs")
@@ -85,8 +94,8 @@ def new_manifest(*, source: str, model_type: str, precision: str, opset: int, at
         "precision": precision,
         "opset": opset,
         "attention": attention,
-        "graph": GRAPH,
-        "external_data": EXTERNAL_DATA if external else None,
+        "graph": IR_GRAPH if precision == "int8-static" else GRAPH,
+        "external_data": IR_WEIGHTS if precision == "int8-static" else EXTERNAL_DATA if external else None,
         "inputs": list(INPUT_NAMES),
         "outputs": list(OUTPUT_NAMES),
         "dims": dict(dims.__dict__),
@@ -156,6 +165,11 @@ class Manifest:
     @property
     def external_data(self) -> str | None:
         return self.data.get("external_data")
+
+    @property
+    def graph_format(self) -> str:
+        """"onnx", or "openvino" (an OpenVINO model: int8-static)."""
+        return "openvino" if self.graph.endswith(".xml") else "onnx"
 
     @property
     def graph_sha256(self) -> str:
@@ -410,6 +424,13 @@ def _check_graph(root: Path, data: dict[str, Any]) -> None:
     from m3rt.onnx_file import NotOnnx, read_graph_facts
 
     graph = root / data["graph"]
+    if graph.suffix == ".xml":
+        # An OpenVINO model reads its weights from the .bin of its own name, by offset: no path to check; the
+        # engine's two-token call at load checks the widths.
+        weights = graph.with_suffix(".bin").name
+        if data.get("external_data") != weights or weights not in data["files"]:
+            raise ArtifactError(f"{graph}: an OpenVINO model needs its weights {weights} listed in {MANIFEST}")
+        return
     try:
         facts = read_graph_facts(graph)
     except (NotOnnx, OSError, IndexError, UnicodeError) as e:

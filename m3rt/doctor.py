@@ -26,14 +26,27 @@ def diagnose() -> dict:
             why = f"{type(e).__name__}: {e}"
         report["backends"][name] = why  # None: can run here
     report["advice"] = _advice(report, cpu)
+    from m3rt.runtime.cpu_choice import ORDER, why
+
+    report["auto"] = {precision: why(precision, cpu.cls) for precision in ORDER}
     return report
 
 
 def _advice(report: dict, cpu) -> list[str]:
     advice = []
-    gpu_backends = [b for b in ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda") if report["backends"][b] is None]
+    from m3rt.runtime.backends import GPU_BACKENDS
+
+    gpu_backends = [b for b in GPU_BACKENDS if report["backends"][b] is None]
     if gpu_backends:
         advice.append(f"GPU: export --precision fp16 (--attention standard for TensorRT); runs on {gpu_backends[0]}")
+    if report["backends"].get("openvino-cpu") is None:
+        bf16 = "avx512_bf16" in cpu.flags or "amx_bf16" in cpu.flags
+        advice.append(f"CPU ({cpu.cls}), openvino installed: export --precision int8-static (calibrated int8, run "
+                      "by OpenVINO) for the fastest gated CPU artifact"
+                      + ("; --precision bf16 for fp32-near outputs at about half fp32's time" if bf16 else ""))
+    elif cpu.arch.lower() in ("x86_64", "amd64", "aarch64", "arm64"):
+        advice.append("pip install 'm3rt[openvino]' for --precision int8-static (calibrated int8) and bf16, faster "
+                      "than onnxruntime's int8 on CPUs")
     if cpu.int8_exact:
         advice.append(f"CPU ({cpu.cls}): export --precision int8 for speed; int8 products are summed exactly here")
     elif cpu.arch.lower() in ("x86_64", "amd64"):

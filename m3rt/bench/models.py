@@ -17,7 +17,7 @@ from m3rt.artifact import MANIFEST
 
 log = logging.getLogger("m3rt.bench")
 
-PRESETS = ("tiny", "bge-m3-random")
+PRESETS = ("tiny", "bge-m3-random", "bge-m3-w6")
 MODEL_DONE = ".model-complete"
 
 
@@ -46,7 +46,9 @@ def prepare_model(preset: str | None, model: str | Path | None, work_dir: Path) 
         return root
     from m3rt.testing.tiny_model import BGE_M3_SHAPE, build_tiny_model
 
-    shape = BGE_M3_SHAPE if preset == "bge-m3-random" else {}
+    # bge-m3-w6: bge-m3's width (hidden 1024, vocab 250002) at 6 of its 24 layers, for side-by-side runs of many
+    # engines that 24 layers would not fit in memory together.
+    shape = {"bge-m3-random": BGE_M3_SHAPE, "bge-m3-w6": {**BGE_M3_SHAPE, "num_hidden_layers": 6}}.get(preset, {})
     log.info("model: building the %s TEST model (random weights) in %s", preset, root)
     build_tiny_model(root, **shape)
     (work_dir / MODEL_DONE).write_text(preset + "\n")

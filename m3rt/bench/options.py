@@ -21,8 +21,9 @@ def default_out() -> Path:
 
 @dataclass(frozen=True)
 class BenchOptions:
-    preset: str | None = option(None, "TEST model to build: tiny (seconds) or the bge-m3 shape with random weights "
-                                    "(~2.3 GB); default tiny unless --model is given", choices=PRESETS)
+    preset: str | None = option(None, "TEST model to build: tiny (seconds), the bge-m3 shape with random weights "
+                                      "(~2.3 GB), or bge-m3-w6 (its width at 6 layers); default tiny unless --model "
+                                      "is given", choices=PRESETS)
     model: str | None = option(None, "a local model directory in the BAAI/bge-m3 layout instead of a preset")
     out: str | None = option(None, "folder for the results",
                            default_help="~/.cache/m3rt/bench/results, or $M3RT_CACHE_DIR/bench/results")

@@ -34,7 +34,8 @@ def markdown(result: dict) -> str:
         f"{', CPUID-masked down to it' if m.get('isa_mask') else ''}), {m['cores']} cores, "
         f"{m['platform']} · commit {result['git_commit']}",
         "",
-        f"- model: {result['model_label']}; every call computes all three outputs (dense, sparse, ColBERT)",
+        f"- model: {result['model_label']}; m3rt, PyTorch and FlagEmbedding compute all three outputs (dense, sparse, "
+        "ColBERT), sentence-transformers' backends (st-*) the dense vector only",
         f"- backends: {threads}; baseline: {base}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items() if v),
         *(f"- {note}" for note in result["notes"]),
@@ -57,10 +58,14 @@ def markdown(result: dict) -> str:
     c = p["corpus"]
     lines += ["", f"## Corpus throughput ({c['size']} texts of {c['min_tokens']}-{c['max_tokens']} tokens, "
                   f"{result['corpus'][0]['tokens']:,} tokens, one encode call, batch_size {c['batch_size']})", "",
-              f"| backend | seconds | texts/s | tokens/s | speedup vs {base} |", "|---|---:|---:|---:|---:|"]
+              f"| backend | seconds | texts/s | tokens/s | speedup vs {base} | fidelity vs {base}: dense min cos | "
+              "ColBERT mean cos | sparse top-10 |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["corpus"]:
+        f = r.get("fidelity_vs_baseline", {})
+        cells = [f"{f[k]:.5f}" if k in f else "- (dense only)" if k != "dense_min_cosine" else "-"
+                 for k in ("dense_min_cosine", "colbert_mean_cosine", "sparse_top10_overlap")]
         lines.append(f"| {r['backend']} | {r['seconds']:.3f} | {r['texts_per_s']:,.1f} | {r['tokens_per_s']:,.0f} | "
-                     f"{_x(r['speedup_vs_baseline'])} |")
+                     f"{_x(r['speedup_vs_baseline'])} | " + " | ".join(cells) + " |")
     if result.get("cold_start"):
         lines += ["", "## Cold start (a new process: import m3rt, load the artifact, encode one text)", "",
                   "| backend | first load (hashes every file) s | later loads (verified-once record) s | "

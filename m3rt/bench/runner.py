@@ -15,7 +15,7 @@ from m3rt.bench.models import default_work_dir, prepare_artifact, prepare_model
 from m3rt.bench.options import BenchOptions
 from m3rt.bench.stages import stage_split
 from m3rt.bench.texts import ExactLengthTexts
-from m3rt.bench.timing import measure_corpus, measure_point
+from m3rt.bench.timing import fidelity_to, measure_corpus, measure_point
 
 log = logging.getLogger("m3rt.bench")
 
@@ -82,7 +82,7 @@ def run_bench(options: BenchOptions | None = None, *, progress=None, **keywords)
     corpus_lengths = corpus_lengths.tolist()
 
     log.info("loading backends: %s", ", ".join(backends))
-    runners = [make_backend(b, model_dir, artifacts, threads) for b in backends]
+    runners = [make_backend(b, model_dir, artifacts, threads, work_dir) for b in backends]
     m3rt_runners = [r for r in runners if r.name in M3RT_PRECISION]
     per_point = len(runners) * (1 + reps)
     total = per_point * (len(grid_texts) + len(sweep_texts)) + 2 * len(runners) + len(m3rt_runners)
@@ -102,16 +102,19 @@ def run_bench(options: BenchOptions | None = None, *, progress=None, **keywords)
     sweep.sort(key=lambda r: (r["seq_length"], backends.index(r["backend"])))
 
     # max_length = corpus_max_tokens: no text is longer, so nothing is truncated.
+    outputs: dict = {}
     corpus = measure_corpus(runners, corpus_texts, corpus_lengths, corpus_batch_size, corpus_max_tokens, hidden,
-                            counter)
+                            counter, outputs)
     base = corpus[backends[0]]["seconds"]
     corpus_rows = [{"backend": b, "batch_size": corpus_batch_size, "max_length": corpus_max_tokens, **corpus[b],
-                    "speedup_vs_baseline": base / corpus[b]["seconds"]} for b in backends]
+                    "speedup_vs_baseline": base / corpus[b]["seconds"],
+                    "fidelity_vs_baseline": fidelity_to(outputs[backends[0]], outputs[b])} for b in backends]
+    del outputs
     stages, cold = [], []
     for r in m3rt_runners:
         split = stage_split(r.runtime, corpus_texts, corpus_batch_size, corpus_max_tokens)
         stages.append({"backend": r.name, **split, "encode_s": corpus[r.name]["seconds"]})
-        cold.append({"backend": r.name, **cold_start.measure(artifacts[r.name])})
+        cold.append({"backend": r.name, **cold_start.measure(artifacts[r.name], backend=r.runtime.engine.name)})
         counter.update(1)
 
     result = {

@@ -21,7 +21,8 @@ def _export(args) -> None:
     from m3rt.export import export
 
     path = export(args.source, args.out, precision=args.precision, opset=args.opset, overwrite=args.overwrite,
-                  enforce_fidelity=not args.no_enforce_fidelity, attention=args.attention)
+                  enforce_fidelity=not args.no_enforce_fidelity, attention=args.attention,
+                  calibration=args.calibration)
     print(path)
 
 
@@ -140,6 +141,8 @@ def _doctor(args) -> None:
     print(f"gpus          {'; '.join(r['gpus']) or 'none seen (no nvidia-smi, or it lists none)'}")
     for name, why in r["backends"].items():
         print(f"backend       {name}: {'can run here' if why is None else why}")
+    for line in r["auto"].values():
+        print(f"backend auto  {line}")
     for line in r["advice"]:
         print(f"advice        {line}")
 
@@ -209,10 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("source", help="local directory in the BAAI/bge-m3 layout, or a hub id")
     e.add_argument("--out", required=True, help="artifact directory to write")
     e.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
-                   help="fp32; int8 for the CPU, fp16 for GPUs (both checked against the fp32 graph)")
-    e.add_argument("--attention", default="fused", choices=["fused", "standard"],
+                   help="fp32; for the CPU int8 (onnxruntime), int8-static (calibrated, OpenVINO; the fastest where "
+                        "openvino is installed), bf16 (OpenVINO on CPUs with bf16); fp16 for GPUs. All but fp32 are "
+                        "checked against the fp32 graph (default: fp32)")
+    e.add_argument("--attention", default=None, choices=["fused", "standard"],
                    help="fused: onnxruntime's MultiHeadAttention (flash on the CPU); standard: plain ONNX ops, "
-                        "for TensorRT")
+                        "for TensorRT and OpenVINO (default: fused; standard for int8-static and bf16)")
+    e.add_argument("--calibration", default=None,
+                   help="int8-static: a file of texts (one per line, your domain) to calibrate on (default: the "
+                        "multilingual text m3rt ships)")
     e.add_argument("--no-enforce-fidelity", action="store_true",
                    help="record int8 fidelity failures instead of failing (random-weight benchmark models only)")
     e.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17, the lowest supported)")
@@ -297,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     if threading_is_main():
         signal.signal(signal.SIGTERM, _terminate)
     level = logging.ERROR if args.quiet else logging.DEBUG if args.verbose else logging.INFO
-    for noisy in ("transformers", "torch", "onnxruntime"):
+    for noisy in ("transformers", "torch", "onnxruntime", "nncf", "openvino", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     # m3rt's log lines on stderr for this command only: nothing is left configured when main() returns.
     handler = logging.StreamHandler(sys.stderr)

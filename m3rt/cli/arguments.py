@@ -53,7 +53,7 @@ def _default_note(f, base) -> str:
         return f" (default: {f.metadata['default_help']})"
     default = f.default if f.default is not MISSING else f.default_factory() if f.default_factory is not MISSING \
         else None
-    if default is None or base is bool or f.metadata.get("required"):
+    if default in (None, "", ()) or base is bool or f.metadata.get("required"):
         return ""
     if isinstance(default, (list, tuple)):
         default = ",".join(map(str, default))

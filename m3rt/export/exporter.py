@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from m3rt.artifact import (EXTERNAL_DATA, GRAPH, OUTPUT_NAMES, PRECISIONS, PROBE, TOKENIZER, Dims, new_manifest,
+from m3rt.artifact import (CPU_DEPENDENT, EXTERNAL_DATA, GRAPH, IR_GRAPH, NEEDS_STANDARD_ATTENTION, OUTPUT_NAMES,
+                           PRECISIONS, PROBE, TOKENIZER, Dims, new_manifest,
                            write_manifest)
 from m3rt.errors import SourceError
 from m3rt.export.attention import ATTENTION_KINDS
@@ -35,17 +36,30 @@ XLMR_SPECIALS = {"cls_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", 
 
 
 def export(source: str | Path, out: str | Path, *, precision: str = "fp32", opset: int = 17,
-           overwrite: bool = False, enforce_fidelity: bool = True, attention: str = "fused") -> Path:
+           overwrite: bool = False, enforce_fidelity: bool = True, attention: str | None = None,
+           calibration: str | Path | None = None) -> Path:
     """Export `source` (a BAAI/bge-m3-layout directory or hub id) to the artifact directory `out`.
 
     A reduced-precision graph (int8) past its fidelity thresholds fails the export; with
     enforce_fidelity=False it is only recorded (and logged), for benchmark models with random weights.
-    attention: "fused" (onnxruntime's MultiHeadAttention, flash on the CPU) or "standard" (plain ONNX ops,
-    what TensorRT reads); see export/attention.py."""
+    attention: "fused" (onnxruntime's MultiHeadAttention, flash on the CPU; the default) or "standard" (plain ONNX
+    ops, what TensorRT and OpenVINO read: the default and the only choice for int8-static and bf16); see
+    export/attention.py. calibration: a file of texts (one per line) for int8-static, instead of m3rt's own."""
+    if attention is None:
+        attention = "standard" if precision in NEEDS_STANDARD_ATTENTION else "fused"
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not supported (supported: {', '.join(PRECISIONS)})")
     if attention not in ATTENTION_KINDS:
         raise ValueError(f"attention {attention!r} is not one of {', '.join(ATTENTION_KINDS)}")
+    if precision in NEEDS_STANDARD_ATTENTION and attention != "standard":
+        raise ValueError(f"precision {precision} runs on OpenVINO, which needs --attention standard (it computed the "
+                         "fused attention wrongly on padded batches)")
+    if calibration is not None and precision != "int8-static":
+        raise ValueError("calibration text applies to --precision int8-static only")
+    if calibration is not None:
+        from m3rt.export.calibration import read_lines
+
+        read_lines(calibration)  # a bad file fails now, not after the model is traced
     if opset < 17:
         raise ValueError(f"opset {opset} is too old: m3rt exports with opset >= 17")
     local = Path(source).expanduser()
@@ -54,12 +68,12 @@ def export(source: str | Path, out: str | Path, *, precision: str = "fp32", opse
     root = resolve_source(source)
     check_source_files(root)
     with staged_artifact(out, overwrite=overwrite, source=root) as staging:
-        _export_into(source, root, staging, precision, opset, enforce_fidelity, attention)
+        _export_into(source, root, staging, precision, opset, enforce_fidelity, attention, calibration)
     return Path(out)
 
 
 def _export_into(source, root: Path, staging: Staging, precision: str, opset: int, enforce_fidelity: bool,
-                 attention: str) -> None:
+                 attention: str, calibration) -> None:
     """Write the whole artifact into staging.root (staged_artifact moves it to OUT once this returns)."""
     started = time.perf_counter()
     out, scratch = staging.root, staging.scratch
@@ -89,10 +103,13 @@ def _export_into(source, root: Path, staging: Staging, precision: str, opset: in
         export_onnx(model, fp32_graph, pad_id=specials["pad"], opset=opset, attention=attention, work_dir=scratch)
         validation = _validate(model, fp32_graph, tokenizer, max_length)
         del model  # the quantiser holds its own copy of the weights
-        external = _reduce(fp32_graph, out / GRAPH, precision, scratch)
-        validation[precision] = _check_fidelity(fp32_graph, out / GRAPH, precision, tokenizer, max_length,
+        graph = out / (IR_GRAPH if precision == "int8-static" else GRAPH)
+        external = _reduce(fp32_graph, graph, precision, scratch, tokenizer, max_length, calibration)
+        validation[precision] = _check_fidelity(fp32_graph, graph, precision, tokenizer, max_length,
                                                 skip_ids, enforce_fidelity)
-        if precision == "int8":
+        if calibration is not None:
+            validation[precision]["calibration"] = Path(calibration).name
+        if precision in CPU_DEPENDENT:
             _write_probe(fp32_graph, out / PROBE, tokenizer)
     tok_cfg = _read_json(root / "tokenizer_config.json")
     manifest = new_manifest(
@@ -127,12 +144,22 @@ def _validate(model, graph_path: Path, tokenizer, max_length: int) -> dict:
             "reference": "pytorch-fp32", "outputs": report}
 
 
-def _reduce(fp32_graph: Path, out_graph: Path, precision: str, work_dir: Path) -> bool:
-    """Write the reduced-precision graph; True when its weights went to EXTERNAL_DATA."""
+def _reduce(fp32_graph: Path, out_graph: Path, precision: str, work_dir: Path, tokenizer, max_length: int,
+            calibration) -> bool:
+    """Write the reduced-precision graph; True when its weights went to a file of their own."""
     if precision == "int8":
         from m3rt.export.quantize import quantize_int8
 
         quantize_int8(fp32_graph, out_graph, work_dir=work_dir)
+    elif precision == "int8-static":
+        from m3rt.export.static_int8 import quantize_static
+
+        quantize_static(fp32_graph, out_graph, tokenizer, max_length, calibration)
+        return True
+    elif precision == "bf16":  # the fp32 graph itself: OpenVINO computes it in bf16
+        shutil.copy2(fp32_graph, out_graph)
+        if (fp32_graph.parent / EXTERNAL_DATA).is_file():
+            shutil.copy2(fp32_graph.parent / EXTERNAL_DATA, out_graph.parent / EXTERNAL_DATA)
     else:
         from m3rt.export.half import convert_fp16
 
@@ -146,7 +173,8 @@ def _check_fidelity(fp32_graph: Path, graph: Path, precision: str, tokenizer, ma
 
     log.info("checking the %s graph against the fp32 graph on %d texts", precision, len(fidelity.FIDELITY_TEXTS))
     ids, mask = fidelity.fidelity_batch(tokenizer, max_length)
-    metrics = fidelity.measure(_run_graph(fp32_graph, ids, mask), _run_graph(graph, ids, mask), ids, mask, skip_ids)
+    metrics = fidelity.measure(_run_graph(fp32_graph, ids, mask), _run_graph(graph, ids, mask, precision), ids, mask,
+                               skip_ids)
     log.info("%s fidelity: %s", precision, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return fidelity.check(metrics, precision, enforce)
 
@@ -159,7 +187,13 @@ def _write_probe(fp32_graph: Path, path: Path, tokenizer) -> None:
     np.savez(path, input_ids=ids, attention_mask=mask, **_run_graph(fp32_graph, ids, mask))
 
 
-def _run_graph(graph: Path, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+def _run_graph(graph: Path, ids: np.ndarray, mask: np.ndarray, precision: str = "fp32") -> dict[str, np.ndarray]:
+    """The graph's outputs as the runtime computes them: OpenVINO at the precision's hint for the precisions it
+    runs (int8-static, bf16), else onnxruntime with the runtime's session settings."""
+    if precision in NEEDS_STANDARD_ATTENTION:
+        from m3rt.runtime.openvino_engine import compile_graph, run_compiled
+
+        return run_compiled(compile_graph(graph, precision), ids, mask, OUTPUT_NAMES)
     from m3rt.runtime.config import RuntimeConfig
     from m3rt.runtime.ort_session import open_session
 

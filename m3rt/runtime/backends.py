@@ -14,16 +14,28 @@ from m3rt.runtime.engine import Engine
 
 log = logging.getLogger("m3rt.runtime")
 
-# name -> (module, engine class); "auto" tries them in this order: GPU backends first, the CPU last.
+# name -> (module, engine class). "auto" tries the GPU backends in this order, then the CPU ones in the order
+# runtime/cpu_choice.py gives for the artifact's precision on this CPU class.
 BACKENDS: dict[str, tuple[str, str]] = {
     "tensorrt": ("m3rt.runtime.tensorrt_engine", "TensorRTEngine"),
     "onnxruntime-tensorrt": ("m3rt.runtime.ort_tensorrt", "OrtTensorrtEngine"),
     "onnxruntime-cuda": ("m3rt.runtime.ort_cuda", "OrtCudaEngine"),
     "onnxruntime-cpu": ("m3rt.runtime.ort_cpu", "OrtCpuEngine"),
+    "openvino-cpu": ("m3rt.runtime.openvino_engine", "OpenVinoEngine"),
 }
-ALIASES = {"cpu": "onnxruntime-cpu", "cuda": "onnxruntime-cuda", "trt": "tensorrt"}
+ALIASES = {"cpu": "onnxruntime-cpu", "cuda": "onnxruntime-cuda", "trt": "tensorrt", "openvino": "openvino-cpu"}
 # "auto-gpu" (what devices="cuda:N" asks for): "auto" among these only.
 GPU_BACKENDS = ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda")
+
+
+def auto_order(manifest: Manifest) -> tuple[str, ...]:
+    """The GPU backends, then the CPU engines fastest first for this artifact's precision on this CPU class."""
+    from m3rt.runtime import cpu
+    from m3rt.runtime.cpu_choice import cpu_order, why
+
+    cls = cpu.detect().cls
+    log.debug("backend auto: CPU engines for %s", why(manifest.precision, cls))
+    return GPU_BACKENDS + cpu_order(manifest.precision, cls)
 
 
 def is_gpu_backend(name: str) -> bool:
@@ -47,7 +59,7 @@ def create_engine(name: str, manifest: Manifest, config) -> Engine:
     name = ALIASES.get(name, name)
     if name in ("auto", "auto-gpu"):
         reasons = []
-        for candidate in (BACKENDS if name == "auto" else GPU_BACKENDS):
+        for candidate in (auto_order(manifest) if name == "auto" else GPU_BACKENDS):
             why = why_not(candidate, manifest)
             if why is None:
                 log.info("backend auto: using %s", candidate)

@@ -31,8 +31,14 @@ def _two_tokens(tokenizer):
 
 def verify(artifact):
     """`m3rt verify`: every file re-hashed against the manifest, the graph file's facts (artifact.py) and the
-    graph as onnxruntime runs it on the CPU, against the manifest. Returns the Manifest; raises ArtifactError."""
+    graph as a CPU engine runs it, against the manifest. Returns the Manifest; raises ArtifactError."""
+    from m3rt.artifact import read_manifest
+    from m3rt.runtime import cpu
     from m3rt.runtime.m3 import M3Runtime
+    from m3rt.runtime.backends import why_not
+    from m3rt.runtime.cpu_choice import cpu_order
 
-    with M3Runtime(artifact, backend="cpu", verify_checksums="always", check_cpu_class=False) as rt:
+    order = cpu_order(read_manifest(artifact, verify="off").precision, cpu.detect().cls)
+    backend = next((name for name in order if why_not(name) is None), order[0])  # its reason, if none can run
+    with M3Runtime(artifact, backend=backend, verify_checksums="always", check_cpu_class=False) as rt:
         return rt.manifest

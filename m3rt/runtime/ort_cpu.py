@@ -28,6 +28,10 @@ class OrtCpuEngine(Engine):
         return dict(zip(outputs, values))
 
     @classmethod
+    def unsuitable(cls, manifest) -> str | None:
+        return onnx_graph_needed(manifest)
+
+    @classmethod
     def missing(cls) -> str | None:
         try:
             import onnxruntime as ort
@@ -36,3 +40,11 @@ class OrtCpuEngine(Engine):
         if "CPUExecutionProvider" not in ort.get_available_providers():
             return "onnxruntime has no CPUExecutionProvider"
         return None
+
+
+def onnx_graph_needed(manifest) -> str | None:
+    """Why onnxruntime cannot run this artifact's graph (an OpenVINO model), or None."""
+    if manifest.graph_format != "onnx":
+        return (f"the artifact's graph is an OpenVINO model ({manifest.precision}); onnxruntime reads ONNX only "
+                "(pip install 'm3rt[openvino]')")
+    return None

@@ -52,6 +52,10 @@ class OrtCudaEngine(Engine):
 
     @classmethod
     def unsuitable(cls, manifest: Manifest) -> str | None:
+        from m3rt.runtime.ort_cpu import onnx_graph_needed
+
+        if onnx_graph_needed(manifest):
+            return onnx_graph_needed(manifest)
         if manifest.precision == "int8":
             return "int8 artifacts are for the CPU (onnxruntime has no CUDA kernels for dynamic quantisation)"
         return None
