@@ -476,6 +476,9 @@ def _structure_problem(data: dict[str, Any]) -> str | None:
         return "'special_ids' must give an integer 'pad'"
     if not isinstance(data["sparse_skip_ids"], list) or not all(is_int(i) for i in data["sparse_skip_ids"]):
         return "'sparse_skip_ids' must be a list of integers"
+    ids = [*data["sparse_skip_ids"], *(v for v in data["special_ids"].values())]
+    if not all(is_int(i) and 0 <= i < 1 << 31 for i in ids):
+        return "'special_ids' and 'sparse_skip_ids' must be token ids (integers from 0 below 2**31)"
     if not is_int(data["max_length"]) or data["max_length"] < 2:
         return "'max_length' must be an integer >= 2"
     files = data["files"]
@@ -516,15 +519,26 @@ MAX_FETCH_BYTES = 32 << 30
 MAX_MANIFEST_BYTES = 16 << 20
 
 
-def _copy_at_most(src, dst, limit: int) -> int:
+# A download slower than this on average, once `timeout` seconds have passed, is given up: a server that sends a
+# byte a second would otherwise hold the job for ever (each read returns within the socket timeout).
+MIN_FETCH_BYTES_PER_S = 64 << 10
+
+
+def _copy_at_most(src, dst, limit: int, timeout: float = 60.0, url: str = "") -> int:
     """Copy until EOF or just past `limit` bytes; the bytes read (limit + 1 when there was more)."""
-    done = 0
+    import time
+
+    done, started = 0, time.monotonic()
     while done <= limit:
-        block = src.read(min(1 << 22, limit + 1 - done))
+        block = src.read(min(1 << 20, limit + 1 - done))
         if not block:
             break
         dst.write(block)
         done += len(block)
+        elapsed = time.monotonic() - started
+        if elapsed > timeout and done / elapsed < MIN_FETCH_BYTES_PER_S:
+            raise ArtifactError(f"{url}: {done} bytes in {elapsed:.0f} s, slower than {MIN_FETCH_BYTES_PER_S >> 10} "
+                                "KiB/s: given up")
     return done
 
 
@@ -573,7 +587,7 @@ def fetch_artifact(url: str, cache: str | Path | None = None, timeout: float = 6
             limit = sizes.get(name, MAX_FETCH_BYTES)
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as r, open(target, "wb") as f:
-                    got = _copy_at_most(r, f, limit)
+                    got = _copy_at_most(r, f, limit, timeout, url)
             except OSError as e:
                 raise ArtifactError(f"{url}: cannot be fetched ({e})") from None
             if got > limit:

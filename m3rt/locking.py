@@ -23,7 +23,7 @@ def lock_path(out: Path) -> Path:
 def exclusive_lock(out: str | Path, what: str, error: type[BusyError] = BusyError) -> Iterator[None]:
     """Hold the lock of `out` (a file or folder, which need not exist yet) while the block runs; `what` names
     the job in the error a second one gets ("an m3rt export", "an embed-corpus job")."""
-    out = Path(out).absolute()
+    out = Path(os.path.realpath(out))  # one lock however the output is named (a link to it included)
     path = lock_path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:

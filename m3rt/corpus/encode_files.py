@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from m3rt.corpus.inputs import Input
+from m3rt.corpus.inputs import Input, check_encoding
 from m3rt.corpus.run_record import InputDigest, RunRecord, complete_rows
 from m3rt.corpus.writers import JsonlWriter, NpyWriter, ParquetWriter, require_pyarrow
 from m3rt.locking import exclusive_lock
@@ -61,6 +61,9 @@ class EncodeConfig:
 
         if self.resume and self.overwrite:
             raise ValueError("--resume continues an output, --overwrite replaces it: give one of them")
+        if self.sparse_tokens and not self.sparse:
+            raise ValueError("--sparse-tokens adds the tokens' text to the sparse weights: give --sparse too")
+        check_encoding(self.encoding)
         if self.format not in FORMATS:
             raise ValueError(f"format {self.format!r} is not one of {', '.join(FORMATS)}")
         if not isinstance(self.precision_digits, int) or not 1 <= self.precision_digits <= 17:
@@ -116,6 +119,11 @@ def _check_options(c: EncodeConfig, texts) -> Path | None:
         raise ValueError("--resume continues a jsonl --output file")
     if output.exists() and not (c.resume or c.overwrite):
         raise ValueError(f"{output}: exists; pass --resume to continue it, or --overwrite to replace it")
+    if output.exists() and c.input not in (None, "-") and Path(c.input).exists() and os.path.samefile(c.input, output):
+        raise ValueError(f"{output}: is the input too; write the output elsewhere")
+    if output.exists() and not output.is_file() and (c.format != "jsonl" or c.resume):
+        raise ValueError(f"{output}: not a regular file; --format {c.format} {'--resume ' if c.resume else ''}needs "
+                         "one (an output is written beside it and renamed into place)")
     return output
 
 
@@ -129,11 +137,16 @@ def _run(artifact, c: EncodeConfig, source: Input, output: Path | None, progress
         items = source.items()
         digest = InputDigest()
         done, record = 0, None
+        if output is not None:
+            for leftover in output.parent.glob(f".{output.name}.tmp-*"):  # of killed runs (we hold the lock)
+                leftover.unlink(missing_ok=True)
         if output is not None and c.format == "jsonl":
             record = RunRecord(output, settings)
             if c.resume and output.exists():
                 done, record = _resume(output, settings, items, digest)
         writer = _open_writer(c, rt, output, settings, record, done)
+        # Replacing a file: its record describes it until the new one takes its name.
+        live_record = record if not getattr(writer, "replaces", None) else None
         window: list = []
 
         def texts_of():
@@ -154,10 +167,14 @@ def _run(artifact, c: EncodeConfig, source: Input, output: Path | None, progress
                 if record is not None:  # after the rows are flushed: the output holds at least what it says
                     for item in chunk:
                         digest.add(item.text, item.id)
-                    record.add(digest)
+                    if live_record is not None:
+                        live_record.add(digest)
             complete = True
         finally:
             writer.close(complete)
+        if complete and record is not None and live_record is None:
+            record.checkpoints = []
+            record.add(digest)
     return {"texts": written, "skipped": done, "output": c.output, "cut": cut}
 
 
@@ -180,6 +197,10 @@ def _resume(output: Path, settings: dict, items, digest: InputDigest) -> tuple[i
         raise ValueError(f"{output}: written with other settings ({differs}); resume with the same ones, or use "
                          "--overwrite")
     rows, _ = complete_rows(output)
+    last = max((c[0] for c in record.checkpoints), default=0)
+    if rows < last:
+        raise ValueError(f"{output}: {rows} complete rows, fewer than the {last} its run record says were written "
+                         "(cut by hand?); its rows cannot be checked against the input: use --overwrite")
     point = record.checkpoint_within(rows)
     for _ in range(rows):
         item = next(items, None)
@@ -209,12 +230,13 @@ def _open_writer(c: EncodeConfig, rt, output: Path | None, settings: dict, recor
         _, keep = complete_rows(output)
         with open(output, "rb+") as f:
             f.truncate(keep)  # a torn last line, left by an interrupted write
-        stream = open(output, "a", encoding="utf-8")
-    else:
-        stream = open(output, "w", encoding="utf-8")
-        record.checkpoints = []
+        record.save()
+        return JsonlWriter(open(output, "a", encoding="utf-8"), c.precision_digits, decode)
+    record.checkpoints = []
+    if output.is_file():  # --overwrite: the new rows beside it, renamed onto it when complete
+        return JsonlWriter.replacing(output, c.precision_digits, decode)
     record.save()
-    return JsonlWriter(stream, c.precision_digits, decode)
+    return JsonlWriter(open(output, "w", encoding="utf-8"), c.precision_digits, decode)
 
 
 class _Unclosed:

@@ -60,8 +60,12 @@ class Input:
 
     def _json_array(self) -> Iterator[Item]:
         name = self.name
+        raw = self.stream.read(MAX_JSON_ARRAY_BYTES + 1)
+        if len(raw) > MAX_JSON_ARRAY_BYTES:
+            raise ValueError(f"{name}: a JSON array over {MAX_JSON_ARRAY_BYTES >> 20} MiB is parsed whole; give it as "
+                             "JSONL (one text or object per line, read as it goes)")
         try:
-            data = json.loads(self.stream.read().decode(self.encoding).removeprefix("\ufeff"))
+            data = json.loads(raw.decode(self.encoding).removeprefix("\ufeff"))
         except UnicodeDecodeError as e:
             raise ValueError(f"{name}: not valid {self.encoding} ({e.reason} at byte {e.start}); pass --encoding") \
                 from None
@@ -103,11 +107,28 @@ def count_items(input: str | None, *, jsonl: bool = False) -> int | None:
         return lines + (last != b"\n")
 
 
+# A line longer than this is refused (named by file and line), never read on: an input without line ends
+# (/dev/zero, a binary file) would otherwise grow one line until memory runs out. Far more than max_length
+# tokens of any text; what a line costs past the tokenizer's window is bounded anyway.
+MAX_LINE_BYTES = 64 << 20
+# A .json array is parsed whole: past this, JSONL (read line by line) is the format to use.
+MAX_JSON_ARRAY_BYTES = 256 << 20
+
+
 def text_lines(stream, name: str, encoding: str = "utf-8", first_line: int = 1,
                hint: str = "") -> Iterator[tuple[int, str]]:
     """(line number, line without its end of line) of a binary stream, the first line's BOM dropped; `hint`
-    ends the error of a line that is not valid in the encoding."""
-    for n, raw in enumerate(stream, first_line):
+    ends the error of a line that is not valid in the encoding. Encodings whose line end is not the byte
+    b"\\n" (UTF-16, UTF-32) are decoded before the lines are split."""
+    if not _ascii_line_ends(encoding):
+        yield from _decoded_lines(stream, name, encoding, first_line, hint)
+        return
+    n = first_line - 1
+    while raw := stream.readline(MAX_LINE_BYTES + 1):
+        n += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise ValueError(f"{name}:{n}: a line longer than {MAX_LINE_BYTES >> 20} MiB (no line end: a binary "
+                             "file?); one text per line")
         end = len(raw) - raw.endswith(b"\n")  # the end of line cut before decoding: no second copy of a long line
         try:
             line = str(memoryview(raw)[:end], encoding)
@@ -118,6 +139,40 @@ def text_lines(stream, name: str, encoding: str = "utf-8", first_line: int = 1,
         if n == 1:
             line = line.removeprefix("\ufeff")
         yield n, line.removesuffix("\r")
+
+
+def _ascii_line_ends(encoding: str) -> bool:
+    return "\n".encode(encoding) == b"\n"
+
+
+def _decoded_lines(stream, name: str, encoding: str, first_line: int, hint: str) -> Iterator[tuple[int, str]]:
+    import io
+
+    text = io.TextIOWrapper(stream, encoding=encoding, newline="")
+    n = first_line - 1
+    try:
+        while line := text.readline(MAX_LINE_BYTES + 1):
+            n += 1
+            if len(line) > MAX_LINE_BYTES and not line.endswith("\n"):
+                raise ValueError(f"{name}:{n}: a line longer than {MAX_LINE_BYTES >> 20} Mi characters; one text "
+                                 "per line")
+            if n == 1:
+                line = line.removeprefix("\ufeff")
+            yield n, line.removesuffix("\n").removesuffix("\r")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{name}:{n + 1}: not valid {encoding} ({e.reason}){hint}") from None
+    finally:
+        text.detach()
+
+
+def check_encoding(encoding: str) -> str:
+    """The encoding's name as Python knows it, or a ValueError naming it."""
+    import codecs
+
+    try:
+        return codecs.lookup(encoding).name
+    except (LookupError, TypeError):
+        raise ValueError(f"unknown encoding {encoding!r} (e.g. utf-8, utf-16, latin-1, cp1252)") from None
 
 
 def json_lines(stream, name: str, encoding: str = "utf-8", first_line: int = 1,

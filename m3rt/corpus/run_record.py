@@ -47,7 +47,7 @@ class RunRecord:
             return cls(output, dict(data["settings"]), [tuple(c) for c in data["checkpoints"]])
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
             raise ValueError(f"{path}: unreadable run record ({e}); start again with --overwrite") from None
 
     def mismatch(self, settings: dict) -> str | None:

@@ -22,14 +22,25 @@ from m3rt.corpus.inputs import Item
 
 
 class JsonlWriter:
-    def __init__(self, stream, digits: int, tokens: Callable[[int], str] | None):
-        self.stream, self.fmt, self.tokens = stream, f"%.{digits}g", tokens
+    def __init__(self, stream, digits: int, tokens: Callable[[int], str] | None, replaces: Path | None = None):
+        self.stream, self.fmt, self.tokens, self.replaces = stream, f"%.{digits}g", tokens, replaces
+
+    @classmethod
+    def replacing(cls, path: Path, digits: int, tokens) -> "JsonlWriter":
+        """Rows written beside `path`, renamed onto it when complete: the file it replaces stays until then."""
+        tmp = _temp_beside(path)
+        writer = cls(open(tmp, "w", encoding="utf-8"), digits, tokens, replaces=path)
+        writer.tmp = tmp
+        return writer
 
     def write(self, enc, items: list[Item]) -> None:
         for i, item in enumerate(items):
             parts = [f'"index": {enc.start + i}']
             if item.id is not None:
-                parts.append(f'"id": {json.dumps(item.id, ensure_ascii=False)}')
+                try:
+                    parts.append(f'"id": {json.dumps(item.id, ensure_ascii=False, allow_nan=False)}')
+                except ValueError:
+                    raise ValueError(f"input row {enc.start + i}: id {item.id!r} is not valid JSON") from None
             if enc.dense is not None:
                 parts.append(f'"dense_vecs": {self._floats(enc.dense[i])}')
             if enc.sparse is not None:
@@ -51,7 +62,23 @@ class JsonlWriter:
         return "[" + ", ".join([fmt % v for v in values.tolist()]) + "]"
 
     def close(self, complete: bool = True) -> None:
-        self.stream.close()  # complete or not: the rows written stay, for --resume
+        if self.replaces is None:
+            self.stream.close()  # complete or not: the rows written stay, for --resume
+            return
+        try:
+            if complete:
+                self.stream.flush()
+                os.fsync(self.stream.fileno())
+        finally:
+            self.stream.close()
+            if complete:
+                os.replace(self.tmp, self.replaces)
+            else:
+                self.tmp.unlink(missing_ok=True)
+
+
+def _temp_beside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
 
 
 class NpyWriter:
@@ -61,7 +88,7 @@ class NpyWriter:
 
     def __init__(self, path: Path, width: int):
         self.path, self.width, self.rows = Path(path), width, 0
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        self.tmp = _temp_beside(self.path)
         self.stream = open(self.tmp, "w+b")
         self._header()
 
@@ -100,6 +127,7 @@ class ParquetWriter:
         self.settings, self.tokens = settings, tokens
         self.shard = ShardWriter(Path(path))
         self.with_ids: bool | None = None  # whether the input carries ids (every row, or none)
+        self.id_kind: type | None = None  # int or str: one Parquet column type for the whole file
 
     def write(self, enc, items: list[Item]) -> None:
         from m3rt.corpus import schema
@@ -112,6 +140,12 @@ class ParquetWriter:
                 raise ValueError(f"input row {enc.start + i} {'has no id' if self.with_ids else 'has an id'}, unlike "
                                  "the rows before it: --format parquet needs an id on every row or on none")
             ids.append(item.id if self.with_ids else enc.start + i)
+            kind = str if isinstance(ids[-1], str) else int
+            if self.id_kind is None:
+                self.id_kind = kind
+            if kind is not self.id_kind:
+                raise ValueError(f"input row {enc.start + i}: a {kind.__name__} id after {self.id_kind.__name__} ones; "
+                                 "--format parquet needs ids of one type (all integers or all strings)")
         try:
             table = schema.to_table(ids, enc, self.settings, self.tokens)
         except ValueError as e:

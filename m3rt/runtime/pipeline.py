@@ -62,7 +62,7 @@ class Pipeline:
 
     def tokenize(self, texts: list[str], start: int, max_length: int) -> Tokenized:
         t = time.perf_counter()
-        rows, cut = self.tokenizer.encode_counting_cuts(texts, max_length)
+        rows, cut = self.tokenizer.encode_counting_cuts(texts, max_length, offset=start)
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
         return Tokenized(start, rows, lengths, cut, time.perf_counter() - t)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m3rt.runtime.windows import MAX_WINDOW_CHARS, first_window, prefix
+from m3rt.runtime.windows import first_window, max_window, prefix
 
 # transformers' clean_up_tokenization, applied by HF decode when the tokenizer config asks for it.
 _CLEANUPS = (
@@ -62,18 +62,20 @@ class TextTokenizer:
         """One int64 array per text, `<s>`/`</s>` included and counted in max_length."""
         return self.encode_counting_cuts(texts, max_length)[0]
 
-    def encode_counting_cuts(self, texts: list[str], max_length: int) -> tuple[list[np.ndarray], np.ndarray]:
+    def encode_counting_cuts(self, texts: list[str], max_length: int, offset: int = 0) -> tuple[list[np.ndarray],
+                                                                                                np.ndarray]:
         """As encode, with a bool per text: True where the text was cut to fit max_length.
 
         The work per text is bounded by max_length, not by the text's size: a text longer than a window of
-        characters is tokenized from a prefix (windows.py), with the same ids as the whole text gives."""
+        characters is tokenized from a prefix (windows.py), with the same ids as the whole text gives. `offset`:
+        the index of texts[0] in the caller's whole input (errors name that index)."""
         if self.limit is not None and max_length > self.limit:
             raise ValueError(f"max_length={max_length} is above the tokenizer's limit of {self.limit} tokens")
-        window = first_window(max_length)
+        window, cap = first_window(max_length), max_window(max_length)
         rows: list = [None] * len(texts)
         cut = np.zeros(len(texts), dtype=bool)
         whole = [i for i, t in enumerate(texts) if not (isinstance(t, str) and len(t) > window)]
-        for i, e in zip(whole, self._encode_batch([texts[i] for i in whole], whole)):
+        for i, e in zip(whole, self._encode_batch([texts[i] for i in whole], whole, offset)):
             rows[i], cut[i] = self._cut(e, max_length)
         # Long texts: a prefix whose first max_length tokens a longer prefix confirms (both cut at a space).
         keep = max_length - self._suffix
@@ -83,28 +85,28 @@ class TextTokenizer:
             order = list(pending)
             cuts = [prefix(texts[i], pending[i]) for i in order]
             following = {}
-            for i, (text, trust), e in zip(order, cuts, self._encode_batch([c[0] for c in cuts], order)):
+            for i, (text, trust), e in zip(order, cuts, self._encode_batch([c[0] for c in cuts], order, offset)):
                 if len(text) == len(texts[i]):  # the window reached the end: the whole text, exactly
                     rows[i], cut[i] = self._cut(e, max_length)
                     continue
                 full = len(e.ids) > max_length or bool(e.overflowing)
-                if full and trusted.get(i) == e.ids[:keep] or pending[i] >= MAX_WINDOW_CHARS:
-                    # Confirmed, or a text with fewer than max_length tokens in its first MAX_WINDOW_CHARS
-                    # characters (one giant "word"): read up to there, counted as cut.
+                if full and trusted.get(i) == e.ids[:keep] or pending[i] >= cap:
+                    # Confirmed, or a text with fewer than max_length tokens in its first `cap` characters (one
+                    # giant "word"): read up to there, counted as cut.
                     rows[i], cut[i] = self._cut(e, max_length)[0], True
                     continue
                 if full and trust:
                     trusted[i] = e.ids[:keep]
-                following[i] = min(2 * pending[i], MAX_WINDOW_CHARS)
+                following[i] = min(2 * pending[i], cap)
             pending = following
         return rows, cut
 
-    def _encode_batch(self, texts: list[str], indices: list[int]):
-        """texts[k] is the caller's text indices[k] (or a prefix of it): errors name that index."""
+    def _encode_batch(self, texts: list[str], indices: list[int], offset: int = 0):
+        """texts[k] is the caller's text offset + indices[k] (or a prefix of it): errors name that index."""
         try:
             return self._base.encode_batch(texts)
         except TypeError:
-            _raise_on_bad_text(texts, indices)
+            _raise_on_bad_text(texts, [offset + i for i in indices])
             raise
 
     def _cut(self, encoding, max_length: int) -> tuple[np.ndarray, bool]:

@@ -7,7 +7,7 @@ across it, so the prefix's tokens are the whole text's first tokens. That is not
 tokenize.TextTokenizer accepts a prefix's first max_length tokens only when a prefix twice as long gives the
 same ones, and doubles the window until they agree (or the window is the whole text). Where a window holds no
 space (unspaced scripts, one giant "word") the cut falls between two characters, never inside a combining
-sequence, and the agreement check decides alone, from UNSPACED_MIN_CHARS on.
+sequence, and the agreement check decides alone, from UNSPACED_MIN_CHARS on. Windows stop at max_window.
 """
 
 from __future__ import annotations
@@ -22,13 +22,19 @@ MIN_WINDOW_CHARS = 256
 # A prefix cut inside a run without spaces is trusted only from this length on: WordPiece reads a word of more
 # than 100 characters as one [UNK], so shorter prefixes of a long word can agree with each other and not with it.
 UNSPACED_MIN_CHARS = 256
-# Windows stop growing here: a text whose first MAX_WINDOW_CHARS characters hold fewer than max_length tokens
-# (a single "word" of megabytes) is read up to there and counted as cut.
-MAX_WINDOW_CHARS = 1 << 21
+# Windows stop growing at this many characters per kept token: a text whose first max_window(max_length)
+# characters hold fewer than max_length tokens (one giant "word", runs of characters a tokenizer reads as one
+# unknown token) is read up to there and counted as cut. Ordinary text needs a few characters per token; the
+# cap bounds what a hostile one costs by max_length.
+MAX_CHARS_PER_TOKEN = 64
 
 
 def first_window(max_length: int) -> int:
     return max(MIN_WINDOW_CHARS, max_length * CHARS_PER_TOKEN)
+
+
+def max_window(max_length: int) -> int:
+    return max(first_window(max_length), max_length * MAX_CHARS_PER_TOKEN)
 
 
 def prefix(text: str, window: int) -> tuple[str, bool]:

@@ -41,7 +41,8 @@ def peak(args: list, tmp_path: Path) -> tuple[float, float, int, bytes]:
     res = subprocess.run([sys.executable, "-c", WITH_PEAK, str(tmp_path / "peak"), *map(str, args)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
     seconds = time.perf_counter() - t
-    mb = int((tmp_path / "peak").read_text()) / 1024 if res.returncode == 0 else float("nan")
+    mb = int((tmp_path / "peak").read_text()) / 1024 if (tmp_path / "peak").is_file() else float("nan")
+    (tmp_path / "peak").unlink(missing_ok=True)
     return seconds, mb, res.returncode, res.stderr
 
 
@@ -280,3 +281,91 @@ def test_deeply_nested_json_inputs_are_named(tiny_artifact, tmp_path):
                                                                    tmp_path / "a.json"))
     assert "b.jsonl:2: JSON nested too deeply" in one_error_line(m3rt("encode", tiny_artifact, "--input",
                                                                       tmp_path / "b.jsonl"))
+
+
+# ------------------------------------------------------------------------- the hostile run's findings
+def test_an_input_without_line_ends_is_refused_with_memory_bounded(tiny_artifact, tmp_path):
+    secs, mb, status, err = peak(["encode", tiny_artifact, "--input", "/dev/zero", "--output", tmp_path / "o.jsonl"],
+                                 tmp_path)
+    assert status == 1 and b"/dev/zero:1: a line longer than 64 MiB" in err and b"Traceback" not in err
+    assert mb < 400, mb  # the one line it holds before refusing, not all of /dev/zero
+
+
+def test_the_input_is_never_the_output(tiny_artifact, tmp_path):
+    f = tmp_path / "texts.txt"
+    f.write_text("one\ntwo\n")
+    line = one_error_line(m3rt("encode", tiny_artifact, "--input", f, "--output", f, "--overwrite"))
+    assert "is the input too" in line and f.read_text() == "one\ntwo\n"
+    (tmp_path / "link.txt").symlink_to(f)
+    line = one_error_line(m3rt("encode", tiny_artifact, "--input", tmp_path / "link.txt", "--output", f, "--overwrite"))
+    assert "is the input too" in line and f.read_text() == "one\ntwo\n"
+
+
+def test_a_failed_overwrite_keeps_the_previous_jsonl_output_and_its_record(tiny_artifact, tmp_path):
+    good = tmp_path / "good.txt"
+    good.write_text("\n".join(f"text {i}" for i in range(30)) + "\n")
+    out = tmp_path / "o.jsonl"
+    assert m3rt("encode", tiny_artifact, "--input", good, "--output", out).returncode == 0
+    before = out.read_bytes()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps(f"new {i}") + "\n" for i in range(20)) + "{not json\n")
+    line = one_error_line(m3rt("encode", tiny_artifact, "--input", bad, "--output", out, "--overwrite",
+                               "--chunk-size", "4"))
+    assert "bad.jsonl:21: not valid JSON" in line and out.read_bytes() == before
+    line = one_error_line(m3rt("encode", tiny_artifact, "--input", good, "--output", out, "--overwrite",
+                               "--encoding", "nonsense"))
+    assert "unknown encoding 'nonsense'" in line and out.read_bytes() == before
+    # The record still describes the output: resuming it with its input is accepted.
+    res = m3rt("encode", tiny_artifact, "--input", good, "--output", out, "--resume")
+    assert res.returncode == 0 and b"resumed after 30" in res.stderr, res.stderr
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_resume_refuses_an_output_cut_below_its_record(tiny_artifact, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(f"text {i}" for i in range(40)) + "\n")
+    out = tmp_path / "o.jsonl"
+    assert m3rt("encode", tiny_artifact, "--input", src, "--output", out, "--chunk-size", "10").returncode == 0
+    lines = out.read_bytes().splitlines(keepends=True)
+    out.write_bytes(b"".join(lines[:15]))  # cut by hand below the last checkpoint (40)
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(f"other {i}" for i in range(60)) + "\n")
+    line = one_error_line(m3rt("encode", tiny_artifact, "--input", other, "--output", out, "--resume"))
+    assert "15 complete rows, fewer than the 40 its run record says" in line
+
+
+def test_utf16_input_odd_ids_and_options_are_handled(tiny_artifact, tmp_path):
+    f = tmp_path / "u16.txt"
+    f.write_bytes("première\nsecond\n".encode("utf-16"))
+    res = m3rt("encode", tiny_artifact, "--input", f, "--encoding", "utf-16")
+    assert res.returncode == 0 and len(res.stdout.splitlines()) == 2, res.stderr
+    nan = tmp_path / "nan.jsonl"
+    nan.write_text('{"id": NaN, "text": "a"}\n')
+    assert "input row 0: id nan is not valid JSON" in one_error_line(m3rt("encode", tiny_artifact, "--input", nan))
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps({"id": i, "text": f"t {i}"}) + "\n" for i in range(6))
+                     + "".join(json.dumps({"id": f"s{i}", "text": f"t {i}"}) + "\n" for i in range(6)))
+    line = one_error_line(m3rt("encode", tiny_artifact, "--input", mixed, "--format", "parquet", "--chunk-size", "4",
+                               "--output", tmp_path / "m.parquet"))
+    assert "input row 6: a str id after int ones" in line and not (tmp_path / "m.parquet").exists()
+    surrogate = tmp_path / "s.jsonl"
+    surrogate.write_text("".join(json.dumps(f"fine {i}") + "\n" for i in range(9)) + '"bad \\ud800 text"\n')
+    line = one_error_line(m3rt("encode", tiny_artifact, "--input", surrogate, "--chunk-size", "4"))
+    assert "text 9 is not valid Unicode" in line
+    assert "--sparse-tokens" in one_error_line(m3rt("encode", tiny_artifact, "hi", "--sparse-tokens"))
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    assert "not a regular file" in one_error_line(m3rt("encode", tiny_artifact, "hi", "--format", "npy",
+                                                       "--output", fifo, "--overwrite"))
+
+
+def test_one_writer_per_output_whatever_its_name(tiny_artifact, tmp_path):
+    from m3rt.locking import exclusive_lock
+
+    out = tmp_path / "o.jsonl"
+    out.write_text("")
+    (tmp_path / "alias.jsonl").symlink_to(out)
+    with exclusive_lock(out, "an m3rt encode"):
+        line = one_error_line(m3rt("encode", tiny_artifact, "hi", "--output", tmp_path / "alias.jsonl",
+                                   "--overwrite"))
+    assert "is writing it" in line

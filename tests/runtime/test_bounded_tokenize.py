@@ -89,6 +89,7 @@ def test_small_windows_force_the_doubling_and_the_agreement_check(source, tiny_a
     double many times, and the agreement check decides; the ids are still the whole text's."""
     monkeypatch.setattr(windows, "CHARS_PER_TOKEN", 1)
     monkeypatch.setattr(windows, "MIN_WINDOW_CHARS", 8)
+    monkeypatch.setattr(windows, "MAX_CHARS_PER_TOKEN", 10_000)  # the cap is not what this test is about
     path = tokenizer_file(source, tiny_artifact)
     rng = random.Random(5)
     texts = [text_of(rng, [rng.choice(list(WORDS))], rng.randint(20, 3000)) for _ in range(60)]
@@ -97,13 +98,22 @@ def test_small_windows_force_the_doubling_and_the_agreement_check(source, tiny_a
         check(path, texts, max_length)
 
 
-def test_a_giant_word_is_read_up_to_the_cap_and_counted_as_cut(tiny_artifact, monkeypatch):
-    monkeypatch.setattr(windows, "MAX_WINDOW_CHARS", 4096)
+def test_a_giant_word_is_read_up_to_the_cap_and_counted_as_cut(tiny_artifact):
+    """Characters the tokenizer reads as few tokens (here one unknown run) are read up to max_window: 64
+    characters per kept token, whatever the text's size."""
     path = tokenizer_file("tiny", tiny_artifact)
     ours = TextTokenizer(path, pad_id=1, limit=8192)
-    rows, cut = ours.encode_counting_cuts(["\u00a0" * 100_000, "hello " * 3], 512)
-    want, _ = reference(path, ["\u00a0" * 4096], 512)
-    assert rows[0].tolist() == want[0] and cut.tolist() == [True, False]
+    seen = []
+    real = ours._base.encode_batch
+    ours._base = type("Spy", (), {"encode_batch": lambda self, texts: seen.extend(map(len, texts)) or real(texts)})()
+    for text in ("\u00a0" * 3_000_000, "👨\u200d👩\u200d👧" * 600_000, "e" + "\u0301" * 2_000_000):
+        seen.clear()
+        rows, cut = ours.encode_counting_cuts([text, "hello " * 3], 128)
+        assert max(seen) <= windows.max_window(128) and sum(seen) <= 4 * windows.max_window(128)
+        assert cut.tolist() == [True, False]
+        if text[0] == "\u00a0":
+            want, _ = reference(path, [text[:windows.max_window(128)]], 128)
+            assert rows[0].tolist() == want[0]
 
 
 def test_work_follows_max_length_not_the_text(tiny_artifact):
