@@ -64,21 +64,26 @@ class JsonlWriter:
     def close(self, complete: bool = True) -> None:
         if self.replaces is None:
             self.stream.close()  # complete or not: the rows written stay, for --resume
-            return
-        try:
-            if complete:
-                self.stream.flush()
-                os.fsync(self.stream.fileno())
-        finally:
-            self.stream.close()
-            if complete:
-                os.replace(self.tmp, self.replaces)
-            else:
-                self.tmp.unlink(missing_ok=True)
+        else:
+            _finish(self.stream, self.tmp, self.replaces, complete)
 
 
 def _temp_beside(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _finish(stream, tmp: Path, final: Path, complete: bool) -> None:
+    """A file written beside its final name: renamed onto it (after an fsync) when complete, else removed."""
+    try:
+        if complete:
+            stream.flush()
+            os.fsync(stream.fileno())
+    finally:
+        stream.close()
+        if complete:
+            os.replace(tmp, final)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
 class NpyWriter:
@@ -106,16 +111,7 @@ class NpyWriter:
         self.stream.flush()
 
     def close(self, complete: bool = True) -> None:
-        try:
-            if complete:
-                self.stream.flush()
-                os.fsync(self.stream.fileno())
-        finally:
-            self.stream.close()
-            if complete:
-                os.replace(self.tmp, self.path)
-            else:
-                self.tmp.unlink(missing_ok=True)
+        _finish(self.stream, self.tmp, self.path, complete)
 
 
 class ParquetWriter:

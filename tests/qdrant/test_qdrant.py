@@ -251,10 +251,16 @@ def test_outputs_and_bad_inputs_are_clear_errors(runtime, tmp_path):
         col.insert(["fine", 5])
     with pytest.raises(TypeError, match="iterable of str, got str"):
         col.insert("one string")
-    with pytest.raises(ValueError, match=r"ids ran out at texts\[1\]"):
+    # Lists of unequal length are refused before anything is written; streams as soon as they part.
+    with pytest.raises(ValueError, match=r"1 ids for 2 texts"):
         col.insert(["a", "b"], ids=[1])
+    with pytest.raises(ValueError, match=r"ids ran out at texts\[1\]"):
+        col.insert(iter(["a", "b"]), ids=iter([1]))
     with pytest.raises(ValueError, match="more ids than texts"):
-        col.insert(["a"], ids=[1, 2])
+        col.insert(iter(["a"]), ids=iter([1, 2]))
+    with pytest.raises(ValueError, match=r"ids\[2\] = 7 repeats an earlier id"):
+        col.insert(["x", "y", "z"], ids=[7, 8, 7])
+    assert len(col) == 0  # nothing written by any of these
     with pytest.raises(TypeError, match=r"ids\[0\] is float, expected an int or a UUID"):
         col.insert(["a"], ids=[1.5])
     with pytest.raises(TypeError, match=r"ids\[0\] is bool"):

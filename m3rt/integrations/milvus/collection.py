@@ -21,10 +21,10 @@ exactly 0 to every sparse score. A query with no sparse weight is searched by it
 
 from __future__ import annotations
 
-import itertools
-from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence, Sized
+from typing import Callable, Iterable, Sequence
+
+from m3rt.integrations.rows import PairedRows
 
 import numpy as np
 
@@ -107,52 +107,16 @@ class HybridCollection:
         first_id, first_id + 1, ...). Rows are written chunk by chunk: on an error, the chunks before it are
         in, nothing of the failing chunk is, and running the same insert again overwrites rather than
         duplicates. progress(texts written so far) after every chunk."""
-        if isinstance(texts, (str, bytes)):
-            raise TypeError(f"texts must be an iterable of str, got {type(texts).__name__}")
-        if isinstance(ids, Sized) and isinstance(texts, Sized) and len(ids) != len(texts):
-            raise ValueError(f"{len(ids)} ids for {len(texts)} texts: give one id per text")
-        if isinstance(ids, Sequence):  # a repeat refused before any chunk is written (streams: at its chunk)
-            first: dict = {}
-            for i, row_id in enumerate(ids):
-                if isinstance(row_id, (int, np.integer)) and not isinstance(row_id, bool):
-                    if int(row_id) in first:
-                        raise ValueError(f"ids[{i}] = {int(row_id)} repeats an earlier id of this insert: give each "
-                                         "text its own id")
-                    first[int(row_id)] = i
-        id_source = itertools.count(int(first_id)) if ids is None else iter(ids)
-        pending: deque[tuple[int, str]] = deque()  # (id, text) read but not written yet: at most two chunks
-        seen: set[int] = set()  # an id twice in one insert would store one row and count two
-
-        def read():
-            for i, text in enumerate(texts):
-                if not isinstance(text, str):
-                    raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
-                if len(text.encode("utf-8")) > self.max_text_bytes:
-                    raise ValueError(f"texts[{i}] is {len(text.encode('utf-8'))} bytes in UTF-8; the collection's "
-                                     f"text field holds at most {self.max_text_bytes}")
-                row_id = next(id_source, None)
-                if row_id is None:
-                    raise ValueError(f"ids ran out at texts[{i}]: give one id per text")
-                if isinstance(row_id, bool) or not isinstance(row_id, (int, np.integer)):
-                    raise TypeError(f"ids[{i}] is {type(row_id).__name__}, expected int")
-                if int(row_id) in seen:
-                    raise ValueError(f"ids[{i}] = {int(row_id)} repeats an earlier id of this insert: give each text "
-                                     "its own id")
-                seen.add(int(row_id))
-                pending.append((int(row_id), text))
-                yield text
-            if ids is not None and next(id_source, None) is not None:  # before the last chunk is written
-                raise ValueError(f"more ids than texts ({len(seen)}): give one id per text")
-
+        rows = PairedRows(texts, ids, first_id, milvus_id, self.max_text_bytes)
         written = 0
         try:
-            for chunk in self.runtime.iter_encode(read(), batch_size=batch_size, max_length=max_length,
+            for chunk in self.runtime.iter_encode(rows.read(), batch_size=batch_size, max_length=max_length,
                                                   return_dense=True, return_sparse=True, return_colbert_vecs=False,
                                                   chunk_size=chunk_size):
-                rows = [self._row(*pending.popleft(), chunk, k) for k in range(len(chunk))]
-                for lo in range(0, len(rows), UPSERT_ROWS):
-                    self.client.upsert(self.name, rows[lo:lo + UPSERT_ROWS])
-                written += len(rows)
+                batch = [self._row(row_id, text, chunk, k) for k, (row_id, text) in enumerate(rows.take(len(chunk)))]
+                for lo in range(0, len(batch), UPSERT_ROWS):
+                    self.client.upsert(self.name, batch[lo:lo + UPSERT_ROWS])
+                written += len(batch)
                 if progress is not None:
                     progress(written)
         finally:
@@ -250,3 +214,12 @@ def _client(client):
 
         return MilvusClient(client), True
     return client, False
+
+
+def milvus_id(value, where: str) -> int:
+    """A Milvus INT64 primary key."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{where} is {type(value).__name__}, expected int")
+    if not -(1 << 63) <= int(value) < 1 << 63:
+        raise ValueError(f"{where} is {int(value)}: Milvus's ids are signed 64-bit")
+    return int(value)

@@ -16,8 +16,6 @@ as Qdrant does, not FlagEmbedding's mean; check on your server before mixing it 
 
 from __future__ import annotations
 
-import itertools
-from collections import deque
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -107,29 +105,18 @@ class StoredColbertCollection(HybridCollection):
                progress=None) -> int:
         """As HybridCollection.insert, with each passage's ColBERT vectors in `tokens` (chunk by chunk upserts:
         a rerun overwrites)."""
-        if isinstance(texts, (str, bytes)):
-            raise TypeError(f"texts must be an iterable of str, got {type(texts).__name__}")
-        id_source = itertools.count(int(first_id)) if ids is None else iter(ids)
-        pending: deque = deque()
+        from m3rt.integrations.milvus.collection import milvus_id
+        from m3rt.integrations.rows import PairedRows
 
-        def read():
-            for i, text in enumerate(texts):
-                if not isinstance(text, str):
-                    raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
-                row_id = next(id_source, None)
-                if row_id is None:
-                    raise ValueError(f"ids ran out at texts[{i}]: give one id per text")
-                pending.append((int(row_id), text))
-                yield text
-
+        pairs = PairedRows(texts, ids, first_id, milvus_id, self.max_text_bytes)
         written = 0
         try:
-            for chunk in self.runtime.iter_encode(read(), batch_size=batch_size, max_length=max_length,
+            for chunk in self.runtime.iter_encode(pairs.read(), batch_size=batch_size, max_length=max_length,
                                                   return_dense=True, return_sparse=True, return_colbert_vecs=True,
                                                   chunk_size=chunk_size):
                 rows = []
-                for k in range(len(chunk)):
-                    row = self._row(*pending.popleft(), chunk, k)
+                for k, (row_id, text) in enumerate(pairs.take(len(chunk))):
+                    row = self._row(row_id, text, chunk, k)
                     row[TOKENS] = [{VEC: v} for v in chunk.colbert.row(k)]
                     rows.append(row)
                 for lo in range(0, len(rows), UPSERT_ROWS):

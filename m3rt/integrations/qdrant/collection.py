@@ -26,15 +26,14 @@ returns only the final score).
 
 from __future__ import annotations
 
-import itertools
 import queue
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from m3rt.integrations.rows import PairedRows
 from m3rt.integrations.qdrant.layout import (
     COLBERT,
     DENSE,
@@ -133,20 +132,7 @@ class HybridCollection:
         chunks before it are in, nothing of the failing chunk is (a failure inside an upsert call can leave part
         of its chunk), and running the same insert again overwrites rather than duplicates. progress(texts
         written so far) after every chunk. self.stored adds up the bytes written per output."""
-        if isinstance(texts, (str, bytes)):
-            raise TypeError(f"texts must be an iterable of str, got {type(texts).__name__}")
-        id_source = itertools.count(int(first_id)) if ids is None else iter(ids)
-        pending: deque[tuple[int | str, str]] = deque()  # read, not yet written: at most a few chunks
-
-        def read():
-            for i, text in enumerate(texts):
-                if not isinstance(text, str):
-                    raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
-                row_id = next(id_source, None)
-                if row_id is None:
-                    raise ValueError(f"ids ran out at texts[{i}]: give one id per text")
-                pending.append((point_id(row_id, f"ids[{i}]"), text))
-                yield text
+        pairs = PairedRows(texts, ids, first_id, point_id)
 
         layout, pruning = self.layout, self.pruning
         if max_length is not None:
@@ -155,12 +141,12 @@ class HybridCollection:
         from m3rt.integrations.qdrant.stored_vectors import is_local
 
         as_lists = not is_local(self.client)
-        chunks = self.runtime.iter_encode(read(), batch_size=batch_size, max_length=max_length,
+        chunks = self.runtime.iter_encode(pairs.read(), batch_size=batch_size, max_length=max_length,
                                           return_dense=bool(layout.dense), return_sparse=need_sparse,
                                           return_colbert_vecs=bool(layout.colbert), chunk_size=chunk_size)
         written = 0
         for chunk in _ahead(chunks):
-            rows = [pending.popleft() for _ in range(len(chunk))]
+            rows = pairs.take(len(chunk))
             chunk_ids, chunk_texts = [r[0] for r in rows], [r[1] for r in rows]
             tokens = tokens_of(self.runtime, chunk_texts, max_length) if pruning and pruning.by == "sparse" else None
             points = chunk_points(chunk, chunk_ids, chunk_texts, layout, pruning, tokens, self.stored, as_lists)
@@ -169,8 +155,6 @@ class HybridCollection:
             written += len(points)
             if progress is not None:
                 progress(written)
-        if ids is not None and next(id_source, None) is not None:
-            raise ValueError(f"more ids than texts: {written} texts written, ids left over")
         return written
 
     # ------------------------------------------------------------------ reading
