@@ -8,7 +8,7 @@ The recipe, each part kept because the fidelity gate on the trained test model n
 - the heads, every embedding table and layer 0 kept out (the heads are what the outputs are read from; NNCF
   would store the 250002-row word table as per-row int8 that OpenVINO's CPU plugin then fails to compile; layer
   0 is the most sensitive one, as for the dynamic int8 recipe);
-- calibration: texts of mixed lengths (export/calibration.py), one per sample.
+- calibration: 128 texts of 8-256 tokens (export/calibration.py), one per sample.
 Figures behind each choice: bench/results/design-notes.md.
 """
 
@@ -24,6 +24,9 @@ log = logging.getLogger("m3rt.export")
 KEPT_NAMES = ["/colbert/MatMul", "/sparse/MatMul"]
 KEPT_PATTERNS = [r"/backbone/embeddings/.*", r".*/layer\.0/.*", r"/m3rt_attention/0/.*"]
 CALIBRATION_TEXTS = 128
+# Calibration texts run up to this many tokens: the ranges they give held the gate with the widest margins, and
+# each text costs NNCF two forward passes of the fp32 model (bench/results/design-notes.md).
+CALIBRATION_MAX_TOKENS = 256
 
 
 def quantize_static(fp32_graph: Path, out_xml: Path, tokenizer, max_length: int,
@@ -37,6 +40,7 @@ def quantize_static(fp32_graph: Path, out_xml: Path, tokenizer, max_length: int,
                           f"({e})") from None
     from m3rt.export.calibration import calibration_texts
 
+    max_length = min(max_length, CALIBRATION_MAX_TOKENS)
     texts = calibration_texts(tokenizer, samples, max_length, calibration)
     data = []
     for row in tokenizer.encode(texts, max_length):
