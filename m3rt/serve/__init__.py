@@ -39,6 +39,9 @@ def serve(artifact: str | Path, config: ServeConfig | None = None, **options) ->
     import logging.config
 
     logging.config.dictConfig(log_config(config.json_logs, config.log_level))  # before the runtime logs anything
+    for port, flag in ((config.port, "--port"), (config.metrics_port, "--metrics-port")):
+        if port is not None:
+            check_can_listen(config.host, port, flag)  # before the model loads; uvicorn would say it in a log line
     _raise_open_files_limit(config.limit_concurrency)
     runtime = M3Runtime(artifact, backend=config.backend, max_batch_tokens=config.max_batch_tokens)
     app = create_app(runtime, config)
@@ -47,8 +50,9 @@ def serve(artifact: str | Path, config: ServeConfig | None = None, **options) ->
         app, host=config.host, port=config.port, log_level=config.log_level,
         log_config=None, access_log=False,
         http=guarded(base_protocol(), config), h11_max_incomplete_event_size=config.max_header_bytes,
-        # The guard refuses connections past the limit with JSON; uvicorn's own check is the backstop.
-        limit_concurrency=config.limit_concurrency + 1, timeout_keep_alive=config.timeout_keep_alive,
+        # The guard keeps connections within the limit (protocol.py); uvicorn's own check, which also counts those
+        # being closed, is a backstop well past it.
+        limit_concurrency=2 * config.limit_concurrency + 1, timeout_keep_alive=config.timeout_keep_alive,
         timeout_graceful_shutdown=config.graceful_timeout + CUT_MARGIN_S)
 
     class Server(uvicorn.Server):
@@ -78,6 +82,21 @@ def _serve_metrics(ctx, config: ServeConfig):
 
     server, _ = start_http_server(config.metrics_port, addr=config.host, registry=ctx.metrics.registry)
     return server
+
+
+def check_can_listen(host: str, port: int, flag: str = "--port") -> None:
+    """Bind `port` on every address of `host`, as the server will, and let go; an OSError naming both if not."""
+    import socket
+
+    try:
+        addresses = {a[:2] + a[4:] for a in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)}
+        for family, kind, address in addresses:
+            with socket.socket(family, kind) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server sets it
+                sock.bind(address)
+    except OSError as e:
+        raise OSError(f"cannot listen on {host}:{port} (--host, {flag}): {e.strerror or e}") from None
 
 
 def _raise_open_files_limit(connections: int) -> None:

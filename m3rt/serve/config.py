@@ -27,7 +27,8 @@ class ServeConfig:
                                             "text-embeddings-inference does); past it requests get 429 with "
                                             "Retry-After")
     workers: int = option(1, "threads running runtime calls")
-    max_texts_per_request: int = option(1024, "texts in one request at most (413 past it)")
+    max_texts_per_request: int = option(1024, "texts in one request at most (413 past it, and for a body of more "
+                                              "than 4 JSON values per text, before it is parsed)")
     max_body_bytes: int = option(8 << 20, "bytes in one request body at most (413 past it)")
     max_response_bytes: int = option(256 << 20, "bytes that requests in flight may hold at once: their bodies, "
                                                 "arrays and responses. A request that alone would pass it gets 413 "
@@ -41,8 +42,9 @@ class ServeConfig:
     timeout_send: float = option(30.0, "seconds a response may wait for a client that does not read it (the "
                                        "connection is closed past it)")
     max_header_bytes: int = option(32 << 10, "bytes of a request's line and headers at most (431 past it)")
-    limit_concurrency: int = option(1024, "connections or requests at once; past it new ones get 503 JSON and "
-                                          "the connection is closed (uvicorn's limit_concurrency)")
+    limit_concurrency: int = option(1024, "connections at once; past it the one idle longest is closed to make room, "
+                                          "and with none idle (each has a request in progress) a new one gets 503 "
+                                          "JSON and is closed")
     api_key: str | None = option(None, "require 'Authorization: Bearer KEY' on every route but /health "
                                        f"(default: ${API_KEY_ENV} when set, else no key)")
     cors_allow_origin: Sequence[str] = option((), "origins allowed to call from a browser, comma-separated, or * "

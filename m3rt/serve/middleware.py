@@ -26,6 +26,7 @@ from starlette.responses import Response
 from m3rt.serve import memory
 from m3rt.serve.admission import HOLDING, Holding
 from m3rt.serve.errors import Kind, ServeError, error_body, send_error
+from m3rt.serve.schemas import MAX_TEXTS
 
 access_log = logging.getLogger("m3rt.serve.access")
 log = logging.getLogger("m3rt.serve")
@@ -99,6 +100,7 @@ class Gate:
         s = ctx.settings
         self.key = s.api_key.encode() if s.api_key else None
         self.max_body, self.timeout_body = s.max_body_bytes, s.timeout_body
+        self.max_texts = s.max_texts_per_request
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -115,9 +117,11 @@ class Gate:
                 holding.take(BODY_COPIES * int(size))
         except ServeError as e:
             return await send_error(send, e, path)
+        limit = MAX_TEXTS.set(self.max_texts)  # lists are counted before their items are validated (schemas.py)
         try:
             await self.app(scope, self._receive(receive, holding, counted=not size.isdigit()), send)
         finally:
+            MAX_TEXTS.reset(limit)
             peak = holding.peak
             holding.release()
             if peak >= TRIM_AFTER_BYTES:

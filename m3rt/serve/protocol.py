@@ -3,7 +3,10 @@
 uvicorn has limit_concurrency, timeout_keep_alive (after a response only) and, with h11 alone, a limit on an
 incomplete event's size. Its httptools parser takes headers of any size, and a connection that sends nothing
 or a slow trickle of headers stays open for good. `guarded(base, settings)` is uvicorn's protocol class with:
-- a connection past --limit-concurrency answered 503 JSON and closed at once (it costs no file descriptor
+- past --limit-concurrency connections, the one idle longest closed to make room (one with no request in the
+  app and none arriving, quietly, as keep-alive closes it; else one still sending its headers, with 503 JSON), so
+  that sockets that send nothing cannot lock out a load balancer's /health; with none idle (every connection has
+  a request in the app), the new connection answered 503 JSON and closed at once (it costs no file descriptor
   for longer than that);
 - a connection that sends nothing closed after --timeout-keep-alive;
 - a request's line and headers: past --max-header-bytes 431, not complete within --timeout-headers of their
@@ -14,6 +17,7 @@ Bodies (their size and deadline) are watched by the Gate middleware, which can a
 from __future__ import annotations
 
 import json
+import struct
 
 from m3rt.serve.errors import Kind
 
@@ -45,20 +49,51 @@ def guarded(base: type, settings) -> type:
     limit, max_header = settings.limit_concurrency, settings.max_header_bytes
     idle_s, headers_s = settings.timeout_keep_alive, settings.timeout_headers
 
+    # This server's open connections (not those it is closing), the one active least recently first: a dict as
+    # an ordered set. uvicorn's own set also holds those it is closing, for a moment.
+    by_activity: dict = {}
+
     class Guarded(base):
         def connection_made(self, transport):
             super().connection_made(transport)
             self.m3rt_header_bytes, self.m3rt_tail, self.m3rt_timer = 0, b"", None
-            if len(self.connections) > limit:
-                self.m3rt_refuse(Kind.UNHEALTHY, f"over {limit} connections (--limit-concurrency); retry")
+            by_activity[self] = None
+            if len(by_activity) > limit and not self.m3rt_make_room():
+                self.m3rt_refuse(Kind.UNHEALTHY, f"over {limit} connections (--limit-concurrency), each with a "
+                                                 "request in progress; retry")
                 return
             self.m3rt_arm(idle_s, None)
 
         def connection_lost(self, exc):
+            by_activity.pop(self, None)
             self.m3rt_disarm()
             super().connection_lost(exc)
 
+        def m3rt_make_room(self) -> bool:
+            """Close the connection idle longest: one waiting for a request, else one still sending its headers."""
+            for sending_headers in (False, True):
+                other = next((c for c in by_activity if c is not self and c.m3rt_waiting(sending_headers)), None)
+                if other is None:
+                    continue
+                if sending_headers:
+                    other.m3rt_refuse(Kind.UNHEALTHY, f"over {limit} connections (--limit-concurrency) and this "
+                                                      "one was the slowest to send its request; retry")
+                else:  # quietly, as keep-alive closes a connection
+                    other.m3rt_close()
+                return True
+            return False
+
+        def m3rt_waiting(self, sending_headers: bool) -> bool:
+            """No request of this connection is in the app, and none is arriving (unless `sending_headers`): no
+            header bytes read, none waiting in the socket (a client that just connected has sent its request)."""
+            if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
+                return False
+            return sending_headers or (self.m3rt_header_bytes == 0 and not getattr(self, "pipeline", None)
+                                       and not _bytes_waiting(self.transport))
+
         def data_received(self, data):
+            by_activity.pop(self, None)
+            by_activity[self] = None  # the most recently active now
             reading_headers = self.cycle is None or not self.cycle.more_body
             if reading_headers:
                 if self.m3rt_header_bytes == 0:
@@ -96,14 +131,30 @@ def guarded(base: type, settings) -> type:
             if self.transport.is_closing():
                 return
             if answer is None:  # nothing was ever sent: close quietly, as keep-alive does
-                self.transport.close()
+                self.m3rt_close()
             elif self.cycle is None or not self.cycle.more_body:
                 self.m3rt_refuse(*answer)
 
         def m3rt_refuse(self, kind: Kind, message: str) -> None:
-            self.m3rt_disarm()
             self.transport.write(raw_response(kind, message))
+            self.m3rt_close()
+
+        def m3rt_close(self) -> None:
+            self.m3rt_disarm()
+            by_activity.pop(self, None)
             self.transport.close()
 
     Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
     return Guarded
+
+
+def _bytes_waiting(transport) -> int:
+    """Bytes received on the transport's socket and not read yet (0 where the system cannot say)."""
+    sock = transport.get_extra_info("socket")
+    try:
+        import fcntl
+        import termios
+
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    except (ImportError, OSError, AttributeError, ValueError):
+        return 0

@@ -66,9 +66,11 @@ def encode_cost(texts: int, tokens: int, *, dense: int = 0, sparse: bool = False
     return Cost(wire + 64, arrays)
 
 
-def too_large(cost: Cost, limit: int, hint: str) -> ServeError:
-    return ServeError(Kind.TOO_LARGE, f"this response would hold about {cost.total} bytes ({cost.wire} to send), "
-                                      f"over the server's limit of {limit} (--max-response-bytes); {hint}")
+def too_large(cost: Cost, limit: int, hint: str, held: int = 0) -> ServeError:
+    """`held`: what the request holds already (its body)."""
+    besides = f" besides the {held} its request holds" if held else ""
+    return ServeError(Kind.TOO_LARGE, f"this response would hold about {cost.total} bytes ({cost.wire} to send)"
+                                      f"{besides}, over the server's limit of {limit} (--max-response-bytes); {hint}")
 
 
 def dumps(value) -> bytes:

@@ -1,18 +1,96 @@
 """Request and response models of every route (pydantic). Requests refuse unknown fields: a misspelt option is
 a 422 naming it, never silently ignored. Responses are written by responses.py straight from the arrays; the
-response models here document them in /openapi.json."""
+response models here document them in /openapi.json.
+
+Lists are checked before pydantic validates their items, which would build one error object per bad item (a
+small body of a million wrong items would cost gigabytes): a list longer than the request's limit is a 413, and
+a wrong item a 422 naming the first one, each one error, found at C speed where the list is long.
+"""
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from contextvars import ContextVar
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-Inputs = Union[str, list[str]]
+from m3rt.serve.errors import Kind, ServeError
+
+# The texts one request may send (--max-texts-per-request), set for each request by the Gate middleware.
+MAX_TEXTS: ContextVar[int | None] = ContextVar("m3rt_max_texts", default=None)
+
+TOKEN_IDS = ("token ids are not accepted. They come from another tokenizer than this model's "
+             "(langchain-openai's OpenAIEmbeddings sends tiktoken ids by default) and would embed the wrong tokens; "
+             "send the text itself (langchain-openai: OpenAIEmbeddings(..., check_embedding_ctx_length=False))")
+JSON_TYPES = {str: "a string", int: "a number", float: "a number", bool: "true or false", type(None): "null",
+              list: "a list", dict: "an object"}
+
+
+def _counted(items: list, name: str) -> None:
+    limit = MAX_TEXTS.get()
+    if limit is not None and len(items) > limit:
+        raise ServeError(Kind.TOO_LARGE, f"{name}: {len(items)} texts, over the limit of {limit} per request "
+                                         "(--max-texts-per-request)", param=name)
+
+
+def _first_not_string(items: list) -> int | None:
+    if set(map(type, items)) <= {str}:
+        return None
+    return next(i for i, x in enumerate(items) if type(x) is not str)
+
+
+def check_texts(value, info):
+    """A text or a list of texts."""
+    if isinstance(value, list):
+        _counted(value, info.field_name)
+        if (i := _first_not_string(value)) is not None:
+            got = JSON_TYPES.get(type(value[i]), "a value")
+            raise ServeError(Kind.VALIDATION, f"{info.field_name}[{i}]: expected a string, got {got}",
+                             param=info.field_name)
+    return value
+
+
+def check_openai_input(value, info):
+    """As check_texts; token ids (lists of them) get a message saying what to send instead."""
+    if isinstance(value, list) and (i := _first_not_string(value)) is not None and type(value[i]) in (int, list):
+        raise ServeError(Kind.VALIDATION, f"{info.field_name}: {TOKEN_IDS}", param=info.field_name)
+    return check_texts(value, info)
+
+
+def check_pairs(value, info):
+    """(query, passage) pairs: lists of two strings."""
+    if isinstance(value, list):
+        _counted(value, info.field_name)
+        for i, pair in enumerate(value):
+            if not (type(pair) is list and len(pair) == 2 and type(pair[0]) is str and type(pair[1]) is str):
+                raise ServeError(Kind.VALIDATION, f"{info.field_name}[{i}]: expected [query, passage], two strings",
+                                 param=info.field_name)
+    return value
+
+
+def check_weights(value, info):
+    if isinstance(value, list) and len(value) != 3:
+        raise ServeError(Kind.VALIDATION, f"{info.field_name}: 3 finite weights >= 0 (dense, sparse, colbert), got "
+                                          f"{len(value)} values", param=info.field_name)
+    return value
+
+
+Inputs = Annotated[Union[str, list[str]], BeforeValidator(check_texts)]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data):
+        """One error for unknown fields, however many there are."""
+        if isinstance(data, dict) and not data.keys() <= cls.model_fields.keys():
+            name = str(next(k for k in data if k not in cls.model_fields))
+            name = name if len(name) <= 64 else name[:64] + "..."
+            raise ServeError(Kind.VALIDATION, f"{name}: unknown field; this route takes "
+                                              f"{', '.join(cls.model_fields)}", param=name)
+        return data
 
 
 # ------------------------------------------------------------------------------------------ TEI
@@ -41,7 +119,7 @@ class SparseValue(BaseModel):
 
 class RerankRequest(Strict):
     query: str
-    texts: list[str]
+    texts: Annotated[list[str], BeforeValidator(check_texts)]
     return_text: bool = False
     raw_scores: bool = Field(default=False, description="ColBERT MaxSim has no activation to undo: the score is "
                                                         "the raw MaxSim either way")
@@ -70,7 +148,7 @@ class Token(BaseModel):
 # ------------------------------------------------------------------------------------------ OpenAI
 class OpenAIRequest(Strict):
     # Token ids are accepted by the schema only to be refused with a message saying what to send instead.
-    input: Union[str, list[str], list[int], list[list[int]]]
+    input: Annotated[Union[str, list[str], list[int], list[list[int]]], BeforeValidator(check_openai_input)]
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
@@ -130,8 +208,8 @@ class EncodeResponse(BaseModel):
 
 
 class ScoreRequest(Strict):
-    pairs: list[tuple[str, str]]
-    weights_for_different_modes: list[float] | None = Field(
+    pairs: Annotated[list[tuple[str, str]], BeforeValidator(check_pairs)]
+    weights_for_different_modes: Annotated[list[float] | None, BeforeValidator(check_weights)] = Field(
         default=None, description="[dense, sparse, colbert], finite and >= 0, dense + sparse > 0")
     max_query_length: int | None = None
     max_passage_length: int | None = None

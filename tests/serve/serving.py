@@ -75,3 +75,43 @@ def cpu_seconds(pid: int, over: float) -> float:
     before = used()
     time.sleep(over)
     return used() - before
+
+
+def reset_peak(pid: int) -> None:
+    """Start a process's peak resident size (VmHWM) afresh from its resident size now."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
+class HealthWatch:
+    """/health asked every `every` seconds on a thread of its own while the block runs: (status, seconds) each."""
+
+    def __init__(self, url: str, every: float = 0.1):
+        import threading
+
+        self.url, self.every, self.answers = url, every, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            t = time.perf_counter()
+            try:
+                code = httpx.get(f"{self.url}/health", timeout=10).status_code
+            except httpx.TransportError as e:
+                code = repr(e)
+            self.answers.append((code, round(time.perf_counter() - t, 3)))
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> "HealthWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def healthy(self) -> bool:
+        """Every answer a 200 within a second (and at least one answer)."""
+        return bool(self.answers) and all(code == 200 and s < 1 for code, s in self.answers)

@@ -20,7 +20,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
 
-from serving import cpu_seconds, metric, post, rss_mb, server  # noqa: E402
+from serving import HealthWatch, cpu_seconds, metric, post, rss_mb, server  # noqa: E402
 
 BUDGET = 16_000_000
 LONG = "a long text about search engines, ranking and retrieval " * 60  # over 512 tokens
@@ -191,22 +191,59 @@ def test_slow_headers_slow_bodies_and_idle_connections_are_closed(tight):
     assert out.startswith(b"HTTP/1.1 200") and time.monotonic() - t < 3
 
 
-def test_connections_past_the_limit_get_503_json_at_once(tight):
+# Holds 60 sockets open without sending a byte, reopening those the server closed every 0.2 s, for argv[3]
+# seconds; prints how many it reopened. A process of its own: a client sharing the tests' GIL would delay the
+# probes' requests by whole switch intervals.
+IDLE_HOLDER = """
+import selectors, socket, sys, time
+host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+sel, reopened = selectors.DefaultSelector(), 0
+def open_one():
+    s = socket.socket(); s.setblocking(False); s.connect_ex((host, port)); sel.register(s, selectors.EVENT_READ)
+for _ in range(60):
+    open_one()
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    time.sleep(0.2)
+    for key, _ in sel.select(0):
+        try:
+            data = key.fileobj.recv(4096)
+        except OSError:
+            data = b""
+        if not data:
+            sel.unregister(key.fileobj); key.fileobj.close(); open_one(); reopened += 1
+print(reopened)
+"""
+
+
+def test_idle_connections_past_the_limit_make_room_and_health_stays_up(tight):
+    """More sockets than --limit-concurrency (40) held without a byte sent, each reopened once closed: the idle
+    ones are closed to make room, and /health answers 200 within a second throughout."""
     url = tight[0]
     host, port = url.removeprefix("http://").split(":")
-    held = [socket.create_connection((host, int(port))) for _ in range(60)]
+    holder = subprocess.Popen([sys.executable, "-c", IDLE_HOLDER, host, port, "4"], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.3)
-        refused = []
+        time.sleep(0.7)
+        with HealthWatch(url, every=0.05) as health:
+            holder.wait(timeout=30)
+    finally:
+        reopened = int(holder.communicate(timeout=30)[0] or 0)
+    assert len(health.answers) >= 20 and health.healthy, health.answers
+    assert reopened >= 20  # the idle sockets made the room
+
+
+def test_requests_in_progress_past_the_limit_get_503_json_at_once(tight):
+    url = tight[0]
+    host, port = url.removeprefix("http://").split(":")
+    partial = (b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+               b'{"inputs": ')  # a request in the app, its body not complete (--timeout-body 1)
+    held = [socket.create_connection((host, int(port))) for _ in range(40)]
+    try:
         for s in held:
-            s.settimeout(0.2)
-            try:
-                data = s.recv(4096)
-            except TimeoutError:
-                continue
-            if data:
-                refused.append(json_error(data))
-        assert len(refused) >= 20 and all(st == 503 and "--limit-concurrency" in b["error"] for st, b in refused)
+            s.sendall(partial)
+        time.sleep(0.2)
+        status, body = json_error(raw(url, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", wait=2))
+        assert status == 503 and "--limit-concurrency" in body["error"]
     finally:
         for s in held:
             s.close()

@@ -53,7 +53,7 @@ async def encode(request, texts: list[str], *, max_length: int, outputs, cost: C
                  hint: str, truncate: bool = True, what: str = "inputs") -> Encoded:
     """Tokenize (off the event loop), refuse what cannot be answered, hold the response's cost, encode."""
     ctx = context(request)
-    tok = await ctx.admission.tokenize(texts, max_length, what)
+    tok = await ctx.admission.tokenize(request, texts, max_length, what)
     if not truncate:
         check_whole(tok, max_length, what)
     ctx.admission.hold(request, cost(tok), hint)
@@ -62,5 +62,6 @@ async def encode(request, texts: list[str], *, max_length: int, outputs, cost: C
 
 async def answer(request, build: Callable[[], list[bytes]], wire: int) -> ChunkedJSON:
     """The body built by `build`: on a worker thread when large (the event loop keeps answering /health)."""
-    chunks = await context(request).admission.in_thread(build) if wire > BUILD_IN_THREAD_BYTES else build()
+    admission = context(request).admission
+    chunks = await admission.in_thread(request, build) if wire > BUILD_IN_THREAD_BYTES else build()
     return ChunkedJSON(chunks)

@@ -11,11 +11,12 @@ from m3rt.runtime.outputs import Outputs
 from m3rt.runtime.pipeline import Tokenized
 from m3rt.runtime.scoring import pair_scores
 from m3rt.serve import responses
+from m3rt.serve.bodies import JSONRoute
 from m3rt.serve.errors import Kind, ServeError
 from m3rt.serve.routes.common import answer, context, encode, with_prompt
 from m3rt.serve.schemas import EncodeRequest, EncodeResponse, ScoreRequest, ScoreResponse
 
-router = APIRouter()
+router = APIRouter(route_class=JSONRoute)
 
 SMALLER = ("send fewer or shorter texts, or ask for colbert_format=base64_fp16 (about 8x smaller than float "
            "JSON)")
@@ -74,8 +75,8 @@ async def score(req: ScoreRequest, request: Request):
     q_len = admission.max_length(req.max_query_length, "max_query_length", rt.query_max_length)
     p_len = admission.max_length(req.max_passage_length, "max_passage_length", rt.passage_max_length)
     prompt = ctx.query_prompt or ""
-    q = await admission.tokenize([prompt + p[0] for p in req.pairs], q_len, "pairs")
-    p = await admission.tokenize([p[1] for p in req.pairs], p_len, "pairs")
+    q = await admission.tokenize(request, [prompt + p[0] for p in req.pairs], q_len, "pairs")
+    p = await admission.tokenize(request, [p[1] for p in req.pairs], p_len, "pairs")
     n, dims = len(req.pairs), rt.output_dims
     every = dict(dense=dims["dense"], sparse=True, colbert=dims["colbert"])
     cost = responses.encode_cost(2 * n, int(q.lengths.sum() + p.lengths.sum()), **every)
@@ -90,4 +91,4 @@ async def score(req: ScoreRequest, request: Request):
                           pe.colbert.as_list(), weights, upstream_batch_size=rt.config.batch_size)
         return [responses.dumps({k: out[k] for k in SCORE_KEYS})]
 
-    return responses.ChunkedJSON(await admission.in_thread(scores))
+    return responses.ChunkedJSON(await admission.in_thread(request, scores))

@@ -6,23 +6,11 @@ from fastapi import APIRouter, Request
 
 from m3rt.runtime.outputs import Outputs
 from m3rt.serve import responses
-from m3rt.serve.errors import Kind, ServeError
+from m3rt.serve.bodies import JSONRoute
 from m3rt.serve.routes.common import answer, check_dimensions, context, dense_of, encode
 from m3rt.serve.schemas import OpenAIEmbeddings, OpenAIModel, OpenAIModels, OpenAIRequest
 
-router = APIRouter()
-
-TOKEN_IDS = ("input: token ids are not accepted. They come from another tokenizer than this model's "
-             "(langchain-openai's OpenAIEmbeddings sends tiktoken ids by default) and would embed the wrong tokens; "
-             "send the text itself (langchain-openai: OpenAIEmbeddings(..., check_embedding_ctx_length=False))")
-
-
-def texts_of(value) -> list[str] | str:
-    if isinstance(value, str):
-        return value
-    if any(isinstance(v, (int, list)) for v in value):
-        raise ServeError(Kind.VALIDATION, TOKEN_IDS, param="input")
-    return value
+router = APIRouter(route_class=JSONRoute)
 
 
 @router.post("/v1/embeddings", summary="OpenAI: dense vectors", response_model=OpenAIEmbeddings)
@@ -30,7 +18,7 @@ async def embeddings(req: OpenAIRequest, request: Request):
     ctx = context(request)
     ctx.check_model(req.model)
     check_dimensions(ctx, req.dimensions)
-    texts = ctx.admission.texts(texts_of(req.input), "input")
+    texts = ctx.admission.texts(req.input, "input")  # token ids: refused by the schema
     width = req.dimensions or ctx.runtime.output_dims["dense"]
     per_float = responses.FLOAT_JSON if req.encoding_format == "float" else 6
     enc = await encode(request, texts, max_length=ctx.runtime.passage_max_length, outputs=Outputs(dense=True),

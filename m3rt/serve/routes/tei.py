@@ -8,13 +8,14 @@ from fastapi import APIRouter, Request
 from m3rt.runtime.outputs import Outputs
 from m3rt.runtime.pipeline import Tokenized
 from m3rt.serve import responses
+from m3rt.serve.bodies import JSONRoute
 from m3rt.serve.errors import Kind, ServeError
 from m3rt.serve.routes.common import (answer, check_dimensions, check_direction, check_whole, context, dense_of,
                                       encode, with_prompt)
 from m3rt.serve.schemas import EmbedRequest, EmbedSparseRequest, Rank, RerankRequest, SparseValue, Token, \
     TokenizeRequest
 
-router = APIRouter()
+router = APIRouter(route_class=JSONRoute)
 
 FEWER = "send fewer or shorter texts"
 
@@ -63,8 +64,8 @@ async def rerank(req: RerankRequest, request: Request) -> list[Rank]:
     rt, admission = ctx.runtime, ctx.admission
     texts = admission.texts(req.texts, "texts")
     query = (ctx.query_prompt or "") + req.query
-    q = await admission.tokenize([query], rt.query_max_length, "query")
-    docs = await admission.tokenize(texts, rt.passage_max_length, "texts")
+    q = await admission.tokenize(request, [query], rt.query_max_length, "query")
+    docs = await admission.tokenize(request, texts, rt.passage_max_length, "texts")
     if not req.truncate:
         check_whole(q, rt.query_max_length, "query")
         check_whole(docs, rt.passage_max_length, "texts")
@@ -75,7 +76,8 @@ async def rerank(req: RerankRequest, request: Request) -> list[Rank]:
     admission.hold(request, responses.Cost(len(texts) * 64 + text_bytes, cost.arrays), FEWER)
     enc = await admission.encode(request, Tokenized.join([q, docs]), Outputs(colbert=True))
     query_vecs, packed = enc.colbert.row(0), enc.rows(1, len(enc)).colbert
-    idx, scores = await admission.in_thread(maxsim_rerank, query_vecs, packed.vectors, packed.offsets, len(texts))
+    idx, scores = await admission.in_thread(request, maxsim_rerank, query_vecs, packed.vectors, packed.offsets,
+                                            len(texts))
 
     def build():
         ranks = [{"index": int(i), "score": float(s), **({"text": texts[int(i)]} if req.return_text else {})}
@@ -90,13 +92,13 @@ async def tokenize(req: TokenizeRequest, request: Request) -> list[list[Token]]:
     ctx = context(request)
     rt, admission = ctx.runtime, ctx.admission
     texts = with_prompt(ctx, admission.texts(req.inputs), req.prompt_name)
-    tok = await admission.tokenize(texts, rt.manifest.max_length)
+    tok = await admission.tokenize(request, texts, rt.manifest.max_length)
     estimate = int(tok.lengths.sum()) * responses.TOKEN_JSON
     admission.hold(request, responses.Cost(estimate, int(tok.lengths.sum()) * 8), FEWER)
     specials = set(rt.manifest.special_ids.values())
     limit = admission.budget.limit
 
-    chunks = await admission.in_thread(lambda: responses.tokenize_body(
+    chunks = await admission.in_thread(request, lambda: responses.tokenize_body(
         tok.rows, specials=specials, keep_specials=req.add_special_tokens, decode=rt.tokenizer.decode_one,
         limit=limit))
     size = sum(len(c) for c in chunks)
