@@ -13,7 +13,12 @@ run measures, in this order (each part skipped with its reason when the budget o
 3. fidelity of fp16 against the fp32 graph (onnxruntime CUDA, TF32 off): FIDELITY_TEXTS, padded batches, and
    inputs that overflow fp16 elsewhere (8192 tokens; long runs of one repeated token): NaN / inf counts, dense
    and ColBERT cosines; PyTorch fp16's own cosines beside them;
-4. M3Runtime end to end on the GPU against the CPU runtime on the fp32 artifact.
+4. M3Runtime end to end on the GPU against the CPU runtime on the fp32 artifact;
+5. iter_encode streamed: outputs against encode's, tokenize overlap on / off, device memory back at close();
+6. iter_encode and encode_native synchronous against the pipelined executor (runtime/executor.py), one and two
+   engine calls in flight, on one warm runtime: texts/s, stage seconds, outputs identical or not.
+--parts picks among engine (1-3), runtime (4), streaming (5), pipelined (6); default all. Only `pipelined`
+needs only the fp16 artifact (prepare --artifacts fp16).
 Writes gpu-<card>.json / .md to --out; the table prints last.
 """
 
@@ -31,6 +36,7 @@ import numpy as np
 
 GRID = [(1, 128), (1, 512), (32, 128), (32, 512)]
 GOALS = {"1x128": 2.0, "32x512": 1.2}  # onnxruntime-cuda over pytorch-fp16 (the issue's goals)
+PARTS = frozenset({"engine", "runtime", "streaming", "pipelined"})  # what `run --parts` can pick
 T0 = time.monotonic()
 
 
@@ -41,7 +47,7 @@ def log(msg: str) -> None:
 # --- prepare (CPU) -----------------------------------------------------------------------------------
 
 
-def prepare(work: Path, shape: str) -> None:
+def prepare(work: Path, shape: str, only: set[str] | None = None) -> None:
     from m3rt.testing.tiny_model import BGE_M3_SHAPE, build_tiny_model
 
     work.mkdir(parents=True, exist_ok=True)
@@ -51,7 +57,7 @@ def prepare(work: Path, shape: str) -> None:
         log(f"built the {shape}-shape random model in {model_dir}")
     # One after another: three exports at once on 16 cores took 261 s against 153 s for the first two alone.
     for name, precision, attention in ARTIFACTS:
-        if not (work / name / "manifest.json").is_file():
+        if (only is None or name in only) and not (work / name / "manifest.json").is_file():
             log(f"exported {name}: {_export_one((model_dir, work / name, precision, attention))}")
 
 
@@ -70,7 +76,7 @@ def _export_one(job) -> str:
 # --- run (GPU) ---------------------------------------------------------------------------------------
 
 
-def run(work: Path, out: Path, budget_s: float, reps: int) -> None:
+def run(work: Path, out: Path, budget_s: float, reps: int, parts: set[str] = PARTS) -> None:
     import torch  # first: it loads the CUDA 13 / cuDNN 9 libraries onnxruntime-gpu links against
 
     if not torch.cuda.is_available():
@@ -81,7 +87,8 @@ def run(work: Path, out: Path, budget_s: float, reps: int) -> None:
 
     model_dir, fp32_dir, fp16_dir = work / "model", work / "fp32", work / "fp16"
     cfg = json.loads((model_dir / "config.json").read_text())
-    fp16_manifest, fp32_manifest = read_manifest(fp16_dir, verify=False), read_manifest(fp32_dir, verify=False)
+    fp16_manifest = read_manifest(fp16_dir, verify=False)
+    fp32_manifest = read_manifest(fp32_dir, verify=False) if (fp32_dir / "manifest.json").is_file() else None
     from m3rt.bench.harness import run_record
 
     record = run_record(("m3rt", "torch", "onnxruntime", "onnxruntime-gpu", "transformers", "numpy"))
@@ -90,6 +97,7 @@ def run(work: Path, out: Path, budget_s: float, reps: int) -> None:
         "platform": record["machine"]["platform"], "host": record["machine"], "versions": record["versions"],
         "shape": f"{cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, vocab {cfg['vocab_size']}",
         "torch": torch.__version__, "rows": {}, "skipped": {}, "fidelity": [], "notes": [],
+        "parts": sorted(parts),
     }
     try:
         import onnxruntime as ort
@@ -98,85 +106,96 @@ def run(work: Path, out: Path, budget_s: float, reps: int) -> None:
     except ImportError as e:
         result["onnxruntime"] = f"missing ({e})"
     log(f"{card}; torch {torch.__version__}; onnxruntime {result['onnxruntime']}")
-    result["matmul_fp16_tflops"] = _matmul_rate(torch)
-    log(f"fp16 matmul {result['matmul_fp16_tflops']:.0f} TFLOP/s")
+    engine = None
+    # 1-3. The engine against PyTorch, fidelity (parts: "engine"; it loads the PyTorch model and the fp32 graph).
+    if "engine" in parts:
+        result["matmul_fp16_tflops"] = _matmul_rate(torch)
+        log(f"fp16 matmul {result['matmul_fp16_tflops']:.0f} TFLOP/s")
 
-    rng = np.random.default_rng(0)
-    inputs = {(b, s): _random_batch(rng, b, s, cfg["vocab_size"]) for b, s in GRID}
+        rng = np.random.default_rng(0)
+        inputs = {(b, s): _random_batch(rng, b, s, cfg["vocab_size"]) for b, s in GRID}
 
-    # 1. PyTorch fp16 eager SDPA: the baseline.
-    from m3rt.export.torch_model import load_m3_graph
+        # 1. PyTorch fp16 eager SDPA: the baseline.
+        from m3rt.export.torch_model import load_m3_graph
 
-    model = load_m3_graph(model_dir, attention="sdpa").half().cuda().eval()
+        model = load_m3_graph(model_dir, attention="sdpa").half().cuda().eval()
 
-    def torch_run(ids, mask):
-        with torch.inference_mode():
-            outs = model(torch.from_numpy(ids).cuda(), torch.from_numpy(mask).cuda())
-            return dict(zip(OUTPUT_NAMES, (o.float().cpu().numpy() for o in outs)))
+        def torch_run(ids, mask):
+            with torch.inference_mode():
+                outs = model(torch.from_numpy(ids).cuda(), torch.from_numpy(mask).cuda())
+                return dict(zip(OUTPUT_NAMES, (o.float().cpu().numpy() for o in outs)))
 
-    result["rows"]["pytorch-fp16"] = _time_grid(torch_run, inputs, reps)
-    log(f"pytorch-fp16 {result['rows']['pytorch-fp16']}")
+        result["rows"]["pytorch-fp16"] = _time_grid(torch_run, inputs, reps)
+        log(f"pytorch-fp16 {result['rows']['pytorch-fp16']}")
 
-    # 2. onnxruntime CUDA: m3rt's engine (buffers bound per shape), a new binding per call, and
-    #    onnxruntime's CUDA graphs, which need a graph without control flow: the standard-attention artifact.
-    engine = ref_session = None
-    try:
-        from m3rt.runtime.backends import create_engine
-        from m3rt.runtime.config import RuntimeConfig
-
-        engine = create_engine("onnxruntime-cuda", fp16_manifest, RuntimeConfig(backend="onnxruntime-cuda"))
-        result["rows"]["onnxruntime-cuda"] = _time_grid(lambda i, m: engine.run(i, m, OUTPUT_NAMES), inputs, reps)
-        log(f"onnxruntime-cuda {result['rows']['onnxruntime-cuda']}")
-        result["rows"]["onnxruntime-cuda-unbound"] = _time_grid(
-            lambda i, m: engine._run_unbound({"input_ids": i, "attention_mask": m}, OUTPUT_NAMES), inputs, reps)
-        log(f"onnxruntime-cuda-unbound {result['rows']['onnxruntime-cuda-unbound']}")
-        # The bound path must return what a fresh binding returns, bit for bit, on fresh inputs of a bound shape.
-        diffs = {}
-        for (b, s), _ in inputs.items():
-            ids, mask = _random_batch(rng, b, s, cfg["vocab_size"])
-            got = engine.run(ids, mask, OUTPUT_NAMES)
-            want = engine._run_unbound({"input_ids": ids, "attention_mask": mask}, OUTPUT_NAMES)
-            diffs[f"{b}x{s}"] = max(float(np.abs(got[n] - want[n]).max()) for n in OUTPUT_NAMES)
-        first = engine.run(ids, mask, OUTPUT_NAMES)
-        kept = {n: v.copy() for n, v in first.items()}
-        engine.run(ids[:, ::-1].copy(), mask, OUTPUT_NAMES)  # same shape, other ids: the buffers change
-        diffs["earlier result unchanged"] = all(np.array_equal(first[n], kept[n]) for n in OUTPUT_NAMES)
-        result["bound_vs_unbound_max_abs_diff"] = diffs
-        log(f"bound vs unbound max abs diff {diffs}")
-    except Exception as e:  # noqa: BLE001 - every later part still runs and says why this one did not
-        result["skipped"]["onnxruntime-cuda"] = f"{type(e).__name__}: {e}"
-        log(f"onnxruntime-cuda skipped: {e}")
-    std_dir = work / "fp16-standard"
-    if engine is not None and (std_dir / "manifest.json").is_file():
-        std_manifest = read_manifest(std_dir, verify=False)
-        for name, run_one in (
-                ("onnxruntime-cuda-standard", lambda: _time_grid(
-                    lambda i, m, e=create_engine("onnxruntime-cuda", std_manifest, RuntimeConfig(
-                        backend="onnxruntime-cuda")): e.run(i, m, OUTPUT_NAMES), inputs, reps)),
-                ("onnxruntime-cuda-graph-standard", lambda: _time_cuda_graph(std_manifest, inputs, reps, cfg))):
-            if time.monotonic() > deadline - 90:
-                result["skipped"][name] = "out of time budget"
-                continue
-            try:
-                result["rows"][name] = run_one()
-                log(f"{name} {result['rows'][name]}")
-            except Exception as e:  # noqa: BLE001
-                result["skipped"][name] = f"{type(e).__name__}: {str(e)[:300]}"
-                log(f"{name} skipped: {e}")
-
-    # 3. Fidelity and overflow, against the fp32 graph on the GPU.
-    if engine is not None:
+        # 2. onnxruntime CUDA: m3rt's engine (buffers bound per shape), a new binding per call, and
+        #    onnxruntime's CUDA graphs, which need a graph without control flow: the standard-attention artifact.
+        engine = ref_session = None
         try:
-            ref_session = _fp32_session(fp32_manifest)
-            result["fidelity"] = _fidelity(engine, ref_session, torch_run, fp16_manifest, cfg, rng, deadline)
-        except Exception as e:  # noqa: BLE001
-            result["skipped"]["fidelity"] = f"{type(e).__name__}: {e}"
-            log(f"fidelity skipped: {e}")
-    del model
-    torch.cuda.empty_cache()
+            from m3rt.runtime.backends import create_engine
+            from m3rt.runtime.config import RuntimeConfig
+
+            engine = create_engine("onnxruntime-cuda", fp16_manifest, RuntimeConfig(backend="onnxruntime-cuda"))
+            result["rows"]["onnxruntime-cuda"] = _time_grid(lambda i, m: engine.run(i, m, OUTPUT_NAMES), inputs, reps)
+            log(f"onnxruntime-cuda {result['rows']['onnxruntime-cuda']}")
+            result["rows"]["onnxruntime-cuda-unbound"] = _time_grid(
+                lambda i, m: engine._run_unbound({"input_ids": i, "attention_mask": m}, OUTPUT_NAMES), inputs, reps)
+            log(f"onnxruntime-cuda-unbound {result['rows']['onnxruntime-cuda-unbound']}")
+            # The bound path must return what a fresh binding returns, bit for bit, on fresh inputs of a bound shape.
+            diffs = {}
+            for (b, s), _ in inputs.items():
+                ids, mask = _random_batch(rng, b, s, cfg["vocab_size"])
+                got = engine.run(ids, mask, OUTPUT_NAMES)
+                want = engine._run_unbound({"input_ids": ids, "attention_mask": mask}, OUTPUT_NAMES)
+                diffs[f"{b}x{s}"] = max(float(np.abs(got[n] - want[n]).max()) for n in OUTPUT_NAMES)
+            first = engine.run(ids, mask, OUTPUT_NAMES)
+            kept = {n: v.copy() for n, v in first.items()}
+            engine.run(ids[:, ::-1].copy(), mask, OUTPUT_NAMES)  # same shape, other ids: the buffers change
+            diffs["earlier result unchanged"] = all(np.array_equal(first[n], kept[n]) for n in OUTPUT_NAMES)
+            result["bound_vs_unbound_max_abs_diff"] = diffs
+            log(f"bound vs unbound max abs diff {diffs}")
+        except Exception as e:  # noqa: BLE001 - every later part still runs and says why this one did not
+            result["skipped"]["onnxruntime-cuda"] = f"{type(e).__name__}: {e}"
+            log(f"onnxruntime-cuda skipped: {e}")
+        std_dir = work / "fp16-standard"
+        if engine is not None and (std_dir / "manifest.json").is_file():
+            std_manifest = read_manifest(std_dir, verify=False)
+            for name, run_one in (
+                    ("onnxruntime-cuda-standard", lambda: _time_grid(
+                        lambda i, m, e=create_engine("onnxruntime-cuda", std_manifest, RuntimeConfig(
+                            backend="onnxruntime-cuda")): e.run(i, m, OUTPUT_NAMES), inputs, reps)),
+                    ("onnxruntime-cuda-graph-standard", lambda: _time_cuda_graph(std_manifest, inputs, reps, cfg))):
+                if time.monotonic() > deadline - 90:
+                    result["skipped"][name] = "out of time budget"
+                    continue
+                try:
+                    result["rows"][name] = run_one()
+                    log(f"{name} {result['rows'][name]}")
+                except Exception as e:  # noqa: BLE001
+                    result["skipped"][name] = f"{type(e).__name__}: {str(e)[:300]}"
+                    log(f"{name} skipped: {e}")
+
+        # 3. Fidelity and overflow, against the fp32 graph on the GPU.
+        if engine is not None:
+            try:
+                ref_session = _fp32_session(fp32_manifest)
+                result["fidelity"] = _fidelity(engine, ref_session, torch_run, fp16_manifest, cfg, rng, deadline)
+            except Exception as e:  # noqa: BLE001
+                result["skipped"]["fidelity"] = f"{type(e).__name__}: {e}"
+                log(f"fidelity skipped: {e}")
+        del model
+        torch.cuda.empty_cache()
+
+    if "engine" not in parts:  # the CUDA provider itself says whether the runtime parts can run
+        from m3rt.runtime.ort_cuda import OrtCudaEngine
+
+        result["matmul_fp16_tflops"] = None
+        cuda_ok = OrtCudaEngine.missing() is None
+    else:
+        cuda_ok = engine is not None
 
     # 4. The runtime end to end on the GPU.
-    if engine is not None and time.monotonic() < deadline - 30:
+    if "runtime" in parts and cuda_ok and time.monotonic() < deadline - 30:
         try:
             result["runtime"] = _runtime_end_to_end(fp16_dir, fp32_dir)
             log(f"runtime {result['runtime']}")
@@ -184,7 +203,7 @@ def run(work: Path, out: Path, budget_s: float, reps: int) -> None:
             result["skipped"]["runtime"] = f"{type(e).__name__}: {e}"
 
     # 5. iter_encode on the GPU: streamed outputs, tokenize overlap on / off, memory back at close().
-    if engine is not None and time.monotonic() < deadline - 40:
+    if "streaming" in parts and cuda_ok and time.monotonic() < deadline - 40:
         try:
             result["streaming"] = _runtime_streaming(fp16_dir, "onnxruntime-cuda", 4000, 2,
                                                      lambda: torch.cuda.mem_get_info()[0])
@@ -192,6 +211,15 @@ def run(work: Path, out: Path, budget_s: float, reps: int) -> None:
         except Exception as e:  # noqa: BLE001
             result["skipped"]["streaming"] = f"{type(e).__name__}: {e}"
             log(f"streaming skipped: {e}")
+
+    # 6. The pipelined executor against the synchronous path, on one warm runtime.
+    if "pipelined" in parts and cuda_ok and time.monotonic() < deadline - 40:
+        try:
+            result["pipelined"] = _runtime_pipelined(fp16_dir, "onnxruntime-cuda", 4000, 2, deadline - 10)
+            log(f"pipelined {json.dumps(result['pipelined'], default=str)}")
+        except Exception as e:  # noqa: BLE001
+            result["skipped"]["pipelined"] = f"{type(e).__name__}: {e}"
+            log(f"pipelined skipped: {e}")
 
     result["batch32x512_tflops"] = {k: _model_flops(cfg, 32, 512) / v["32x512"] / 1e12
                                     for k, v in result["rows"].items() if "32x512" in v}
@@ -323,7 +351,8 @@ def _runtime_end_to_end(fp16_dir: Path, fp32_dir: Path) -> dict:
     tokens = sum(len(ids) for ids in gpu.tokenizer.encode(corpus, 512))
     gpu.close()
     cpu.close()
-    return dict(engine=gpu.engine.name, texts=len(texts), dense_min_cosine_vs_cpu_fp32=float(dense.min()),
+    return dict(engine=gpu.engine.name, pipelined=gpu._pipelined(), texts=len(texts),
+                dense_min_cosine_vs_cpu_fp32=float(dense.min()),
                 colbert_min_mean_cosine_vs_cpu_fp32=min(colbert), lexical_keys_equal=same_keys,
                 corpus_texts=len(corpus), corpus_seconds=elapsed, corpus_texts_per_s=len(corpus) / elapsed,
                 corpus_tokens=tokens, corpus_tokens_per_s=tokens / elapsed, dense_rows=int(len(enc["dense_vecs"])))
@@ -341,7 +370,8 @@ def _runtime_streaming(fp16_dir: Path, backend: str, n_texts: int, rounds: int, 
     corpus = [" ".join(rng.choice(words, int(n))) for n in rng.integers(8, 500, n_texts)]
     kw = dict(return_dense=True, return_sparse=True, return_colbert_vecs=True, max_length=512)
     free_before = free_bytes()
-    runtimes = {on: M3Runtime(fp16_dir, backend=backend, overlap_tokenize=on) for on in (True, False)}
+    # The synchronous path's overlap (pipelined off: the executor always reads ahead; part 6 measures it).
+    runtimes = {on: M3Runtime(fp16_dir, backend=backend, overlap_tokenize=on, pipelined=False) for on in (True, False)}
     out: dict = {"backend": backend, "texts": n_texts, "chunk_size": runtimes[True].config.chunk_size}
     whole = runtimes[True].encode_native(corpus, **kw)
     streamed = concat(list(runtimes[True].iter_encode(iter(corpus), **kw)))
@@ -371,6 +401,85 @@ def _runtime_streaming(fp16_dir: Path, backend: str, n_texts: int, rounds: int, 
     return out
 
 
+def _runtime_pipelined(artifact: Path, backend: str, n_texts: int, rounds: int, deadline: float) -> dict:
+    """iter_encode (n_texts texts, the default chunks, all three outputs) synchronous, as today (tokenize overlap on),
+    against the pipelined executor with one and with two engine calls in flight, alternated on ONE warm runtime
+    (config.pipelined and the engine's concurrent_calls switched between runs); then encode_native (the whole
+    list as one chunk) both ways. Every variant's outputs against the synchronous run's: the executor's claim
+    is "identical". The engine-bound rate is the texts over the synchronous run's engine seconds: what end-to-end
+    throughput reaches when the host never makes the engine wait. Runs on any backend (a CPU check of the
+    script: backend onnxruntime-cpu on a small artifact)."""
+    from dataclasses import replace
+
+    from m3rt import M3Runtime
+    from m3rt.runtime.encoded import concat
+
+    rng = np.random.default_rng(2)  # the streaming part's texts: its overlap figures compare with these
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+    corpus = [" ".join(rng.choice(words, int(n))) for n in rng.integers(8, 500, n_texts)]
+    kw = dict(return_dense=True, return_sparse=True, return_colbert_vecs=True, max_length=512)
+    rt = M3Runtime(artifact, backend=backend)
+    declared = rt.engine.concurrent_calls
+    variants = {"sync": (False, None), "pipelined, 1 call": (True, 1), "pipelined, 2 calls": (True, 2)}
+
+    def use(pipelined: bool, calls: int | None) -> None:
+        rt.config = replace(rt.config, pipelined=pipelined)
+        rt.engine.concurrent_calls = declared if calls is None else calls  # an instance's own value, for this run
+
+    out: dict = {"backend": rt.engine.name, "texts": n_texts, "chunk_size": rt.config.chunk_size,
+                 "declared_concurrent_calls": declared, "host_cpus": os.cpu_count()}
+    try:
+        for v in variants.values():  # warm-up: kernels and allocator for each variant's batch shapes
+            use(*v)
+            list(rt.iter_encode(iter(corpus[:1024]), **kw))
+        seconds: dict = {name: [] for name in variants}
+        stages, outputs = {}, {}
+        for r in range(rounds):
+            for name, v in variants.items():
+                if time.monotonic() > deadline - 20:
+                    out.setdefault("notes", []).append(f"round {r + 1} {name}: out of time budget")
+                    continue
+                use(*v)
+                t = time.perf_counter()
+                chunks = list(rt.iter_encode(iter(corpus), **kw))
+                seconds[name].append(time.perf_counter() - t)
+                enc = concat(chunks)
+                stages[name] = enc.timings
+                outputs.setdefault(name, enc)
+        out["iter_encode_seconds"] = seconds
+        out["iter_encode_texts_per_s_median"] = {k: n_texts / statistics.median(v) for k, v in seconds.items() if v}
+        out["iter_encode_stage_seconds_last_round"] = stages
+        if stages.get("sync", {}).get("engine"):
+            out["engine_bound_texts_per_s"] = n_texts / stages["sync"]["engine"]
+        out["iter_encode_vs_sync"] = {k: _same_outputs(outputs["sync"], e) for k, e in outputs.items() if k != "sync"}
+        whole = {}
+        for name, v in (("sync", (False, None)), ("pipelined", (True, None))):
+            if time.monotonic() > deadline - 15:
+                out.setdefault("notes", []).append(f"encode_native {name}: out of time budget")
+                continue
+            use(*v)
+            t = time.perf_counter()
+            whole[name] = rt.encode_native(corpus, **kw)
+            out.setdefault("encode_native_seconds", {})[name] = time.perf_counter() - t
+            out.setdefault("encode_native_stage_seconds", {})[name] = whole[name].timings
+        if len(whole) == 2:
+            out["encode_native_vs_sync"] = _same_outputs(whole["sync"], whole["pipelined"])
+    finally:
+        rt.close()
+    return out
+
+
+def _same_outputs(a, b) -> dict:
+    """Whether two Encoded of the same texts are identical, and by how much they differ where not."""
+    return dict(identical=bool(np.array_equal(a.dense, b.dense) and np.array_equal(a.colbert.vectors, b.colbert.vectors)
+                               and np.array_equal(a.sparse.indptr, b.sparse.indptr)
+                               and np.array_equal(a.sparse.token_ids, b.sparse.token_ids)
+                               and np.array_equal(a.sparse.weights, b.sparse.weights)),
+                dense_max_abs_diff=float(np.abs(a.dense - b.dense).max()) if len(a.dense) else 0.0,
+                colbert_max_abs_diff=float(np.abs(a.colbert.vectors - b.colbert.vectors).max())
+                if a.colbert.vectors.shape == b.colbert.vectors.shape and len(a.colbert.vectors) else None)
+
+
 def _matmul_rate(torch) -> float:
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
     b = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
@@ -394,10 +503,12 @@ def _model_flops(cfg: dict, batch: int, seq: int) -> float:
 
 
 def _table(r: dict) -> str:
+    head = (f"GPU {r['card']}, {r['date']}, commit {r['commit']}, model {r['shape']} (random weights), "
+            f"torch {r['torch']}, onnxruntime {r['onnxruntime']}, parts {','.join(r['parts'])}")
+    if "pytorch-fp16" not in r["rows"]:  # the engine part was not run (or failed before its baseline)
+        return "\n".join([head, *_runtime_lines(r)])
     base = r["rows"]["pytorch-fp16"]
-    lines = [f"GPU {r['card']}, {r['date']}, commit {r['commit']}, model {r['shape']} (random weights), "
-             f"torch {r['torch']}, onnxruntime {r['onnxruntime']}, "
-             f"fp16 matmul {r['matmul_fp16_tflops']:.0f} TFLOP/s (measured)", "",
+    lines = [head + f", fp16 matmul {r['matmul_fp16_tflops']:.0f} TFLOP/s (measured)", "",
              "Latency, host ids in, three outputs on the host (median; ratio = pytorch-fp16 / row):", "",
              "| backend | " + " | ".join(f"b{k.replace('x', ' x ')}" for k in base) + " | b32x512 TFLOP/s |",
              "|---" * (len(base) + 2) + "|"]
@@ -427,6 +538,12 @@ def _table(r: dict) -> str:
                 lines.append(f"| {row['case']} | {who} | {m['nonfinite']} | {m['dense_min_cosine']:.6f} | "
                              f"{m['colbert_mean_cosine']:.6f} | {m['sparse_max_rel_err']:.4f} | "
                              f"{m['seconds_one_call'] * 1e3:.1f} ms |")
+    return "\n".join(lines + _runtime_lines(r))
+
+
+def _runtime_lines(r: dict) -> list[str]:
+    lines = [f"| {name} | skipped: {why} |" for name, why in r["skipped"].items()
+             if "pytorch-fp16" not in r["rows"]]
     if r.get("runtime"):
         lines += ["", f"M3Runtime on the GPU: {json.dumps(r['runtime'])}"]
     if r.get("streaming"):
@@ -435,7 +552,27 @@ def _table(r: dict) -> str:
                   + ", ".join(f"{k} {v:.0f} texts/s" for k, v in st["texts_per_s_median"].items())
                   + f"; vs encode: dense min cos {st['stream_vs_encode_dense_min_cosine']:.6f}; "
                   f"device MiB held open / after close: {st['device_mib']}"]
-    return "\n".join(lines)
+    if r.get("pipelined"):
+        pl = r["pipelined"]
+        lines += ["", f"iter_encode synchronous vs pipelined ({pl['backend']}, {pl['texts']} texts, chunks of "
+                      f"{pl['chunk_size']}; engine-bound rate {pl.get('engine_bound_texts_per_s', 0):.0f} texts/s):", "",
+                  "| variant | texts/s (median) | tokenize s | plan s | engine s | heads s | outputs vs sync |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, rate in pl.get("iter_encode_texts_per_s_median", {}).items():
+            st = pl["iter_encode_stage_seconds_last_round"].get(name, {})
+            same = pl["iter_encode_vs_sync"].get(name)
+            verdict = "(reference)" if name == "sync" else "not compared" if same is None else (
+                "identical" if same["identical"] else json.dumps(same))
+            lines.append(f"| {name} | {rate:.0f} | " + " | ".join(f"{st.get(k, 0):.2f}" for k in
+                                                                  ("tokenize", "plan", "engine", "heads"))
+                         + f" | {verdict} |")
+        if pl.get("encode_native_seconds"):
+            lines += ["", "encode_native (one chunk): " + ", ".join(
+                f"{k} {pl['texts'] / v:.0f} texts/s" for k, v in pl["encode_native_seconds"].items())
+                + f"; pipelined vs sync: {json.dumps(pl.get('encode_native_vs_sync'))}"]
+        for note in pl.get("notes", []):
+            lines.append(f"- {note}")
+    return lines
 
 
 def main() -> None:
@@ -444,16 +581,21 @@ def main() -> None:
     p = sub.add_parser("prepare")
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--shape", choices=["bge-m3", "tiny"], default="bge-m3")
+    p.add_argument("--artifacts", default="all", help="comma list of " + ", ".join(a[0] for a in ARTIFACTS))
     r = sub.add_parser("run")
     r.add_argument("--work", type=Path, required=True)
     r.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench/results")))
     r.add_argument("--budget-s", type=float, default=240.0)
     r.add_argument("--reps", type=int, default=20)
+    r.add_argument("--parts", default="all", help="comma list of " + ", ".join(sorted(PARTS)))
     args = ap.parse_args()
     if args.cmd == "prepare":
-        prepare(args.work, args.shape)
+        prepare(args.work, args.shape, None if args.artifacts == "all" else set(args.artifacts.split(",")))
     else:
-        run(args.work, args.out, args.budget_s, args.reps)
+        parts = PARTS if args.parts == "all" else set(args.parts.split(","))
+        if parts - PARTS:
+            ap.error(f"unknown parts {sorted(parts - PARTS)}; known: {sorted(PARTS)}")
+        run(args.work, args.out, args.budget_s, args.reps, parts)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@
 #   3. onnxruntime CUDA fp16 against PyTorch fp16, fidelity and overflow checks (bench/device/gpu_bench.py);
 #   4. the Triton kernel tests on the GPU, with the time left.
 # SKIP_MAXSIM=1 leaves out step 2 (a re-check of the runtime at a new commit: TOTAL_S=450 SKIP_MAXSIM=1).
+# PARTS picks gpu_bench's parts (engine, runtime, streaming, pipelined; default all), and only the artifacts
+# they need are exported (ARTIFACTS overrides: fp32,fp16,fp16-standard); SKIP_KERNEL_TESTS=1 leaves out step 4.
+# The pipelined executor alone (issue 27), one short device call:
+#   TOTAL_S=420 SKIP_MAXSIM=1 SKIP_KERNEL_TESTS=1 PARTS=pipelined bash bench/device/run_all.sh
 # Results under $OUT (json, md, logs); the short tables print last.
 #   bash bench/device/run_all.sh                 # on the device
 #   WORK=/tmp/w SHAPE=tiny bash bench/device/run_all.sh   # anywhere with a GPU: checks the script in seconds
@@ -21,6 +25,14 @@ PY="${PYTHON:-python3}"
 OUT="${OUT:-bench/results/device}"
 WORK="${WORK:-/tmp/m3rt-gpu}"
 SHAPE="${SHAPE:-bge-m3}"
+PARTS="${PARTS:-all}"
+if [[ -z "${ARTIFACTS:-}" ]]; then
+  case ",$PARTS," in
+    *,all,*|*,engine,*) ARTIFACTS=all ;;
+    *,runtime,*) ARTIFACTS=fp32,fp16 ;;
+    *) ARTIFACTS=fp16 ;;
+  esac
+fi
 mkdir -p "$OUT" "$WORK"
 { date -u; echo "commit $GIT_COMMIT"; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
   nproc; "$PY" -c 'import torch, triton, transformers, onnx, onnxruntime as o; print("torch", torch.__version__, "triton", triton.__version__, "transformers", transformers.__version__, "onnx", onnx.__version__, "onnxruntime (image)", o.__version__)'
@@ -37,7 +49,8 @@ GPU_PATH="$PYTHONPATH"
 [[ -d "$ORT_SITE/onnxruntime" ]] && GPU_PATH="$ORT_SITE:$PYTHONPATH"
 
 # 1. model + artifacts on the CPUs, in the background
-timeout "$(cap 330)" "$PY" bench/device/gpu_bench.py prepare --work "$WORK" --shape "$SHAPE" > "$OUT/prepare.log" 2>&1 &
+timeout "$(cap 330)" "$PY" bench/device/gpu_bench.py prepare --work "$WORK" --shape "$SHAPE" --artifacts "$ARTIFACTS" \
+  > "$OUT/prepare.log" 2>&1 &
 PREP=$!
 
 # 2. MaxSim on the GPU meanwhile
@@ -52,11 +65,11 @@ wait $PREP; echo "prepare exit $? at $(( $(date +%s) - START )) s"; tail -n 4 "$
 
 # 3. onnxruntime CUDA vs PyTorch
 PYTHONPATH="$GPU_PATH" timeout "$(cap 240 35)" "$PY" bench/device/gpu_bench.py run --work "$WORK" --out "$OUT" \
-  --budget-s "$(cap 220 45)" > "$OUT/gpu_bench.log" 2>&1
+  --budget-s "$(cap 220 45)" --parts "$PARTS" > "$OUT/gpu_bench.log" 2>&1
 echo "gpu_bench exit $? at $(( $(date +%s) - START )) s"
 
 # 4. the Triton kernel tests, with what is left
-if (( $(left) > 30 )); then
+if [[ -z "${SKIP_KERNEL_TESTS:-}" ]] && (( $(left) > 30 )); then
   timeout "$(cap 120 5)" "$PY" -m pytest -q -x -p no:cacheprovider tests/kernels/test_maxsim_triton.py > "$OUT/kernel_tests.log" 2>&1
   echo "kernel tests exit $? at $(( $(date +%s) - START )) s: $(tail -n 1 "$OUT/kernel_tests.log")"
 fi

@@ -66,6 +66,11 @@ class RuntimeConfig:
     # engines, off on the CPU, where tokenizing is a tiny share of the time and the overlap gained nothing
     # (bench/results/design-notes.md).
     overlap_tokenize: bool | None = None
+    # encode and iter_encode through the pipelined executor (runtime/executor.py): a tokenizer pool, the engine
+    # (engine.concurrent_calls batches in flight) and the heads on threads of their own, with the same outputs.
+    # None: on for GPU engines, whose host work would otherwise idle them; off on the CPU, where the engine
+    # already uses every core. When on, overlap_tokenize has no effect (the executor always reads ahead).
+    pipelined: bool | None = None
     # Checksums at load: "once" hashes each file in full once per machine and then only when its size, mtime,
     # ctime or inode changed (artifact.VerifiedRecord); "always" every load; "off" never. True means "once".
     verify_checksums: bool | str = "once"

@@ -35,6 +35,10 @@ class Engine:
     preferred_batch_tokens: ClassVar[int]
     # Runs on a GPU: the host's work (tokenizing) is worth overlapping with it; use_fp16 applies.
     on_gpu: ClassVar[bool] = False
+    # run() calls the pipelined executor (runtime/executor.py) keeps in flight at once: above 1 only where calls
+    # overlap usefully (a GPU engine: one call's host copies during another's kernels); 1 on the CPU, where one
+    # call already uses every core.
+    concurrent_calls: ClassVar[int] = 1
 
     def __init__(self, manifest: Manifest, config):
         self.manifest, self.config = manifest, config

@@ -20,6 +20,7 @@ from m3rt.errors import ArtifactError
 from m3rt.runtime import scoring
 from m3rt.runtime.backends import create_engine
 from m3rt.runtime.encoded import Encoded
+from m3rt.runtime.executor import Executor
 from m3rt.runtime.config import DEFAULT_MAX_LENGTH, RuntimeConfig, as_int
 from m3rt.runtime.cpu_check import check_int8_on_this_cpu
 from m3rt.runtime.drop_in import check as check_drop_in
@@ -146,7 +147,9 @@ class M3Runtime:
     ) -> Iterator[Encoded]:
         """Encode any iterable of texts (a generator over millions of them) chunk by chunk: at most
         `chunk_size` texts (default config.chunk_size) are held at a time, and `Encoded` chunks come out in
-        input order. While the engine runs one chunk, a helper thread reads and tokenizes the next."""
+        input order. While the engine runs one chunk, a helper thread reads and tokenizes the next. Pipelined
+        (config.pipelined), up to five chunks are held: read, tokenized ahead, in the engine, being collected, and
+        finished waiting to be taken."""
         c = self.config
         plan = self._plan(batch_size, max_length, return_dense, return_sparse, return_colbert_vecs)
         chunk_size = as_int(_default(chunk_size, c.chunk_size), "chunk_size", minimum=1)
@@ -154,6 +157,9 @@ class M3Runtime:
             raise TypeError(f"texts must be an iterable of str, got {type(texts).__name__}")
         total = len(texts) if isinstance(texts, Sized) else None
         source = iter(texts)
+        if self._pipelined():
+            yield from self._iter_pipelined(source, plan, chunk_size, total)
+            return
         state = {"start": 0}
 
         def next_chunk() -> Tokenized | None:
@@ -203,10 +209,40 @@ class M3Runtime:
     def _encode_list(self, texts: list[str], plan: Plan) -> Encoded:
         """One whole list as one chunk (encode's length sorting spans all of it)."""
         self._check_unchanged()
+        if self._pipelined():
+            encoded = Executor(self.pipeline, plan, progress=self._progress_counter(0, len(texts))).encode(texts)
+            _report_cuts(int(encoded.truncated.sum()), len(encoded), plan.max_length)
+            return encoded
         tok = self.pipeline.tokenize(texts, 0, plan.max_length)
         encoded = self.pipeline.encode_chunk(tok, plan, self._progress_counter(0, len(texts)))
         _report_cuts(int(encoded.truncated.sum()), len(encoded), plan.max_length)
         return encoded
+
+    def _pipelined(self) -> bool:
+        """config.pipelined, by default on for GPU engines (duck-typed test engines declare nothing: off)."""
+        on = self.config.pipelined
+        return bool(getattr(self.engine, "on_gpu", False)) if on is None else bool(on)
+
+    def _iter_pipelined(self, source: Iterator[str], plan: Plan, chunk_size: int, total: int | None
+                        ) -> Iterator[Encoded]:
+        """iter_encode through the executor: the same chunks, read, checked and tokenized on its threads."""
+
+        def chunks():
+            start = 0
+            while chunk := list(itertools.islice(source, chunk_size)):
+                yield start, check_texts(chunk, "texts", offset=start)
+                start += len(chunk)
+
+        executor = Executor(self.pipeline, plan, check=self._check_unchanged,
+                            progress=self._progress_counter(0, total))
+        done = cut = 0
+        try:
+            for encoded in executor.stream(chunks()):
+                done += len(encoded)
+                cut += int(encoded.truncated.sum())
+                yield encoded
+        finally:
+            _report_cuts(cut, done, plan.max_length)  # once per call, however it ended
 
     def _plan(self, batch_size, max_length, dense, sparse, colbert, default_max_length: int | None = None) -> Plan:
         """What to compute, within the engine's limits; arguments left as None take the configured defaults, as

@@ -25,6 +25,9 @@ class OrtCudaEngine(Engine):
     provider = PROVIDER
     preferred_batch_tokens = 16384
     on_gpu = True
+    # Two batches in flight: one call's host work (copies in, outputs back) overlaps the other's kernels; the
+    # second call makes a binding of its own (_run).
+    concurrent_calls = 2
     device = "cuda"  # where inputs and outputs are bound (the tests bind the same logic on "cpu")
     # Device buffers bound once per (input shape, outputs) and reused while that shape repeats (queries of one
     # length, a batch planner's fixed buckets): faster than a new binding per call at small batches
@@ -102,9 +105,11 @@ class BoundShape:
         import onnxruntime as ort
 
         self.session = session
-        # A device buffer's numpy() is a copy already; a host buffer's is a view of it.
+        # A device buffer's numpy() is a copy already; a host buffer's is a view of it. Likewise a host buffer
+        # made from an array IS that array: copied, or update_inplace would write into the first caller's ids.
         self.copy_out = device == "cpu"
-        self.inputs = {n: ort.OrtValue.ortvalue_from_numpy(a, device, device_id) for n, a in inputs.items()}
+        self.inputs = {n: ort.OrtValue.ortvalue_from_numpy(a.copy() if self.copy_out else a, device, device_id)
+                       for n, a in inputs.items()}
         self.outputs = {n: ort.OrtValue.ortvalue_from_shape_and_type(a.shape, a.dtype, device, device_id)
                         for n, a in outputs.items()}
         self.binding = session.io_binding()
