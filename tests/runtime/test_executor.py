@@ -63,8 +63,12 @@ def corpus(n: int, seed: int, longest: int = 60) -> list[str]:
     return [" ".join(rng.choice(WORDS, size=int(k))) for k in rng.integers(0, longest, n)]
 
 
+# The executor's own stages; process-wide pools (the MaxSim kernel's) live on by design and are not counted.
+STAGE_NAMES = ("m3rt-read", "m3rt-feed", "m3rt-engine-", "m3rt-collect", "m3rt-tokenize")
+
+
 def stage_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("m3rt-")]
+    return [t for t in threading.enumerate() if t.name.startswith(STAGE_NAMES)]
 
 
 def assert_identical(got, want, why: str = "") -> None:
@@ -280,6 +284,7 @@ def test_a_consumer_that_stops_early_leaves_no_thread(piped_rt):
     for _ in range(5):
         next(stream)
     time.sleep(0.2)  # the stages run ahead as far as their bounds let them
+    assert {"m3rt-feed", "m3rt-collect"} <= {t.name for t in stage_threads()}  # the names counted below are live
     # 5 chunks taken; then at most: one finished and waiting, one finished and being sent, one being fed (its
     # first `depth` batches in their slots: 16 texts make more batches of 4), one tokenized in the queue, one read.
     assert pulled <= (5 + 5) * 16

@@ -271,23 +271,29 @@ def test_a_client_that_reads_nothing_is_cut_and_its_bytes_given_back(tight):
 
 # ------------------------------------------------------------------------ 5. SIGTERM past the drain deadline
 def test_sigterm_cuts_what_outlives_the_graceful_timeout_with_503_json(tiny_artifact):
-    with server(tiny_artifact, "--graceful-timeout", "1", "--max-queue-tokens", "2000000") as (url, proc, _):
-        result = {}
+    # Six big requests at once: many seconds of work on any machine, so some of it is still queued or running
+    # when the one-second drain deadline passes, however fast the CPU.
+    with server(tiny_artifact, "--graceful-timeout", "1", "--max-queue-tokens", "20000000") as (url, proc, _):
+        results = [None] * 6
 
-        def slow():
-            result["r"] = post(url, "/embed", {"inputs": ["drain " * 600] * 1024}, timeout=60)
+        def slow(i):
+            results[i] = post(url, "/embed", {"inputs": [f"drain {i} " * 300] * 1024}, timeout=60)
 
-        t = threading.Thread(target=slow)
-        t.start()
+        threads = [threading.Thread(target=slow, args=(i,)) for i in range(len(results))]
+        for t in threads:
+            t.start()
         time.sleep(1.5)
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        t.join(30)
+        for t in threads:
+            t.join(30)
         assert proc.wait(timeout=30) == 0
         assert time.monotonic() - signalled < 8
-        r = result["r"]
-        assert r.status_code == 503 and r.headers["content-type"] == "application/json", r.text
-        assert "--graceful-timeout" in r.json()["error"]
+        cut = [r for r in results if r.status_code != 200]
+        assert cut, "every request finished inside the drain deadline: nothing was cut"
+        for r in cut:
+            assert r.status_code == 503 and r.headers["content-type"] == "application/json", r.text[:200]
+            assert "--graceful-timeout" in r.json()["error"]
 
 
 # ------------------------------------------------------------------------ 6. memory given back
