@@ -18,6 +18,7 @@ from pathlib import Path
 from m3rt.artifact import read_manifest, resolve_artifact
 from m3rt.corpus import schema
 from m3rt.corpus.shards import clean_leftovers, input_shards, output_path, read_rows, write_shard
+from m3rt.corpus.writers import require_pyarrow
 from m3rt.locking import exclusive_lock
 from m3rt.options import option
 from m3rt.runtime.outputs import Outputs
@@ -75,6 +76,7 @@ def embed_corpus(artifact: str | Path, input: str | Path, config: CorpusConfig |
     out = Path(c.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a folder")
+    require_pyarrow("embed-corpus writes Parquet and")
     with exclusive_lock(out, "another embed-corpus job"):
         return _run(artifact, shards, out, c, progress)
 

@@ -158,9 +158,10 @@ class ParquetWriter:
             self.shard.abort()
 
 
-def require_pyarrow() -> None:
+def require_pyarrow(what: str = "--format parquet") -> None:
+    """Before any work: a missing pyarrow named with the extra that brings it, not found at the first write."""
     try:
         import pyarrow  # noqa: F401
         import pyarrow.parquet  # noqa: F401
     except ImportError:
-        raise ImportError("--format parquet needs pyarrow: pip install 'm3rt[parquet]'") from None
+        raise ImportError(f"{what} needs pyarrow: pip install 'm3rt[parquet]'") from None

@@ -4,6 +4,7 @@ memory bounded by what is kept, not by what is sent."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import resource
@@ -16,6 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+# Parquet outputs (embed-corpus, encode --format parquet) need the parquet extra; the slim runtime tier has none.
+needs_pyarrow = pytest.mark.skipif(importlib.util.find_spec("pyarrow") is None,
+                                   reason="writes Parquet: pyarrow (the parquet extra) is not installed")
 
 PROGRESS_NOW = ("import sys, m3rt.cli.progress as p; p.FIRST_DRAW_S = 0; from m3rt.cli import main; "
                 "sys.exit(main(sys.argv[1:]))")
@@ -55,13 +60,18 @@ def one_error_line(res) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- progress
-def test_progress_with_an_unknown_total_draws_instead_of_crashing(tiny_artifact, tmp_path):
-    """embed-corpus (rows: no total) and encode from stdin (no total) used to die at the second update."""
+@needs_pyarrow
+def test_embed_corpus_progress_with_an_unknown_total_draws_instead_of_crashing(tiny_artifact, tmp_path):
+    """embed-corpus (rows: no total) used to die at the second update."""
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps({"id": i, "text": f"text number {i}"}) + "\n" for i in range(60)))
     res = m3rt("embed-corpus", tiny_artifact, corpus, "--out", tmp_path / "o", progress_now=True)
     assert res.returncode == 0, res.stderr.decode()
     assert "embedding " in res.stderr.decode() and "60 rows in 1 shard(s)" in res.stderr.decode()
+
+
+def test_encode_progress_with_an_unknown_total_draws_instead_of_crashing(tiny_artifact):
+    """encode from stdin (no total) used to die at the second update."""
     res = m3rt("encode", tiny_artifact, "--chunk-size", "4", "--batch-size", "2", progress_now=True,
                stdin="\n".join(f"line {i}" for i in range(40)).encode())
     assert res.returncode == 0, res.stderr.decode()
@@ -103,7 +113,8 @@ def test_a_50_mb_line_costs_what_max_length_keeps(tiny_artifact, runtime, tmp_pa
 
 
 # ----------------------------------------------------------------------------------- outputs survive
-@pytest.mark.parametrize("fmt, suffix", [("jsonl", "jsonl"), ("npy", "npy"), ("parquet", "parquet")])
+@pytest.mark.parametrize("fmt, suffix", [("jsonl", "jsonl"), ("npy", "npy"),
+                                         pytest.param("parquet", "parquet", marks=needs_pyarrow)])
 def test_an_existing_output_is_untouched_by_a_run_that_cannot_start(tiny_artifact, tmp_path, fmt, suffix):
     out = tmp_path / f"p.{suffix}"
     out.write_text("DATA\n")
@@ -122,20 +133,21 @@ def test_an_existing_output_is_untouched_by_a_run_that_cannot_start(tiny_artifac
     assert out.read_bytes() != b"DATA\n" and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
-def test_a_failed_npy_or_parquet_run_leaves_the_previous_file(tiny_artifact, tmp_path):
+@pytest.mark.parametrize("fmt", ["npy", pytest.param("parquet", marks=needs_pyarrow)])
+def test_a_failed_npy_or_parquet_run_leaves_the_previous_file(tiny_artifact, tmp_path, fmt):
     """A run that dies mid-way (here: a bad line in the input) leaves no partial file under the output's name:
     the previous output stays as it was."""
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(f"text {i}") + "\n" for i in range(30)) + "{not json\n")
-    for fmt in ("npy", "parquet"):
-        out = tmp_path / f"o.{fmt}"
-        out.write_text("PREVIOUS")
-        line = one_error_line(m3rt("encode", tiny_artifact, "--input", src, "--format", fmt, "--output", out,
-                                   "--overwrite", "--chunk-size", "8"))
-        assert "in.jsonl:31: not valid JSON" in line
-        assert out.read_text() == "PREVIOUS" and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    out = tmp_path / f"o.{fmt}"
+    out.write_text("PREVIOUS")
+    line = one_error_line(m3rt("encode", tiny_artifact, "--input", src, "--format", fmt, "--output", out,
+                               "--overwrite", "--chunk-size", "8"))
+    assert "in.jsonl:31: not valid JSON" in line
+    assert out.read_text() == "PREVIOUS" and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
+@needs_pyarrow
 def test_parquet_on_a_full_disk_leaves_no_partial_file(tiny_artifact, tmp_path):
     """A file-size limit stands in for a full disk: the write fails with the system's reason, nothing takes the
     output's name."""
@@ -215,6 +227,7 @@ def test_resume_reads_only_the_tail_of_a_large_output(tiny_artifact, tmp_path):
 
 
 # ----------------------------------------------------------------------------------- one writer per output
+@needs_pyarrow
 def test_a_second_embed_corpus_job_into_the_same_out_fails_at_once(tiny_artifact, tmp_path):
     from m3rt.locking import exclusive_lock
 
@@ -263,6 +276,7 @@ def test_fifos_process_substitution_and_folders_as_input(tiny_artifact, tmp_path
     assert "b.jsonl: not a regular file" in line
 
 
+@needs_pyarrow
 def test_ids_beyond_64_bits_are_named_by_line(tiny_artifact, tmp_path):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text('{"id": 1, "text": "a"}\n{"id": 36893488147419103232, "text": "b"}\n')
@@ -334,6 +348,39 @@ def test_resume_refuses_an_output_cut_below_its_record(tiny_artifact, tmp_path):
     assert "15 complete rows, fewer than the 40 its run record says" in line
 
 
+@needs_pyarrow
+def test_mixed_id_types_into_parquet_are_named_by_row(tiny_artifact, tmp_path):
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps({"id": i, "text": f"t {i}"}) + "\n" for i in range(6))
+                     + "".join(json.dumps({"id": f"s{i}", "text": f"t {i}"}) + "\n" for i in range(6)))
+    line = one_error_line(m3rt("encode", tiny_artifact, "--input", mixed, "--format", "parquet", "--chunk-size", "4",
+                               "--output", tmp_path / "m.parquet"))
+    assert "input row 6: a str id after int ones" in line and not (tmp_path / "m.parquet").exists()
+
+
+# pyarrow made unimportable, as in an install without the parquet extra.
+WITHOUT_PYARROW = ("import sys; sys.modules['pyarrow'] = None; from m3rt.cli import main; "
+                   "sys.exit(main(sys.argv[1:]))")
+
+
+def test_parquet_without_pyarrow_is_one_error_naming_the_extra_before_any_work(tiny_artifact, tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"id": 1, "text": "a"}\n')
+    out = tmp_path / "o.parquet"
+    out.write_text("PREVIOUS")
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-c", WITHOUT_PYARROW, *map(str, args)], capture_output=True,
+                              timeout=120)
+
+    line = one_error_line(run("embed-corpus", tiny_artifact, corpus, "--out", tmp_path / "o"))
+    assert "embed-corpus writes Parquet and needs pyarrow: pip install 'm3rt[parquet]'" in line, line
+    assert not (tmp_path / "o").exists()
+    line = one_error_line(run("encode", tiny_artifact, "--input", corpus, "--format", "parquet", "--output", out,
+                              "--overwrite"))
+    assert "--format parquet needs pyarrow: pip install 'm3rt[parquet]'" in line and out.read_text() == "PREVIOUS"
+
+
 def test_utf16_input_odd_ids_and_options_are_handled(tiny_artifact, tmp_path):
     f = tmp_path / "u16.txt"
     f.write_bytes("première\nsecond\n".encode("utf-16"))
@@ -342,12 +389,6 @@ def test_utf16_input_odd_ids_and_options_are_handled(tiny_artifact, tmp_path):
     nan = tmp_path / "nan.jsonl"
     nan.write_text('{"id": NaN, "text": "a"}\n')
     assert "input row 0: id nan is not valid JSON" in one_error_line(m3rt("encode", tiny_artifact, "--input", nan))
-    mixed = tmp_path / "mixed.jsonl"
-    mixed.write_text("".join(json.dumps({"id": i, "text": f"t {i}"}) + "\n" for i in range(6))
-                     + "".join(json.dumps({"id": f"s{i}", "text": f"t {i}"}) + "\n" for i in range(6)))
-    line = one_error_line(m3rt("encode", tiny_artifact, "--input", mixed, "--format", "parquet", "--chunk-size", "4",
-                               "--output", tmp_path / "m.parquet"))
-    assert "input row 6: a str id after int ones" in line and not (tmp_path / "m.parquet").exists()
     surrogate = tmp_path / "s.jsonl"
     surrogate.write_text("".join(json.dumps(f"fine {i}") + "\n" for i in range(9)) + '"bad \\ud800 text"\n')
     line = one_error_line(m3rt("encode", tiny_artifact, "--input", surrogate, "--chunk-size", "4"))
