@@ -6,8 +6,9 @@ or a slow trickle of headers stays open for good. `guarded(base, settings)` is u
 - past --limit-concurrency connections, the one idle longest closed to make room (one with no request in the
   app and none arriving, quietly, as keep-alive closes it; else one still sending its headers, with 503 JSON), so
   that sockets that send nothing cannot lock out a load balancer's /health; with none idle (every connection has
-  a request in the app), the new connection answered 503 JSON and closed at once (it costs no file descriptor
-  for longer than that);
+  a request in the app), the new connection may still ask for /health (a few such probes at once, each closed
+  after its answer: a load balancer can tell a busy server from a dead one) and anything else on it is answered
+  503 JSON; past those few, the new connection is answered 503 JSON and closed at once;
 - a connection that sends nothing closed after --timeout-keep-alive;
 - a request's line and headers: past --max-header-bytes 431, not complete within --timeout-headers of their
   first byte 408 (JSON both, then the connection is closed).
@@ -20,6 +21,10 @@ import json
 import struct
 
 from m3rt.serve.errors import Kind
+
+# Connections past the limit, when none can be closed, that may ask for /health and nothing else.
+HEALTH_PROBES = 8
+PROBE_ROUTES = {(b"GET", b"/health"), (b"HEAD", b"/health")}
 
 PHRASES = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large",
            503: "Service Unavailable"}
@@ -52,20 +57,29 @@ def guarded(base: type, settings) -> type:
     # This server's open connections (not those it is closing), the one active least recently first: a dict as
     # an ordered set. uvicorn's own set also holds those it is closing, for a moment.
     by_activity: dict = {}
+    probes: set = set()  # connections past the limit let in to ask for /health only
+    busy = (f"over {limit} connections (--limit-concurrency), each with a request in progress; only /health is "
+            "answered until one ends; retry")
 
     class Guarded(base):
         def connection_made(self, transport):
             super().connection_made(transport)
-            self.m3rt_header_bytes, self.m3rt_tail, self.m3rt_timer = 0, b"", None
-            by_activity[self] = None
-            if len(by_activity) > limit and not self.m3rt_make_room():
-                self.m3rt_refuse(Kind.UNHEALTHY, f"over {limit} connections (--limit-concurrency), each with a "
-                                                 "request in progress; retry")
+            self.m3rt_header_bytes, self.m3rt_tail, self.m3rt_timer, self.m3rt_probe = 0, b"", None, None
+            if len(by_activity) >= limit and not self.m3rt_make_room():
+                if len(probes) >= HEALTH_PROBES:
+                    self.m3rt_refuse(Kind.UNHEALTHY, busy)
+                    return
+                probes.add(self)
+                self.m3rt_probe = b""
+                self.m3rt_arm(headers_s, (Kind.TIMEOUT, f"request headers not complete within {headers_s:g} s "
+                                                        "(--timeout-headers)"))
                 return
+            by_activity[self] = None
             self.m3rt_arm(idle_s, None)
 
         def connection_lost(self, exc):
             by_activity.pop(self, None)
+            probes.discard(self)
             self.m3rt_disarm()
             super().connection_lost(exc)
 
@@ -91,7 +105,37 @@ def guarded(base: type, settings) -> type:
             return sending_headers or (self.m3rt_header_bytes == 0 and not getattr(self, "pipeline", None)
                                        and not _bytes_waiting(self.transport))
 
+        def m3rt_probe_received(self, data) -> None:
+            """A connection past the limit: its request line and headers read here first; /health goes on to the
+            app (the connection closed after its answer), anything else is answered 503."""
+            if self.m3rt_probe is True or self.transport.is_closing():
+                return  # its /health request is in the app; nothing more is read from it
+            head = self.m3rt_probe + data
+            end = head.find(b"\r\n\r\n")
+            if end < 0:
+                if len(head) > max_header:
+                    self.m3rt_refuse(Kind.HEADERS_TOO_LARGE, f"request line and headers over {max_header} bytes "
+                                                             "(--max-header-bytes)")
+                else:
+                    self.m3rt_probe = head
+                return
+            method, _, rest = head.partition(b" ")
+            if (method, rest.partition(b" ")[0].partition(b"?")[0]) not in PROBE_ROUTES:
+                self.m3rt_refuse(Kind.UNHEALTHY, busy)
+                return
+            self.m3rt_probe = True
+            self.m3rt_disarm()
+            super().data_received(head[:end + 4])
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            if self.m3rt_probe is not None and not self.transport.is_closing():
+                self.m3rt_close()
+
         def data_received(self, data):
+            if self.m3rt_probe is not None:
+                self.m3rt_probe_received(data)
+                return
             by_activity.pop(self, None)
             by_activity[self] = None  # the most recently active now
             reading_headers = self.cycle is None or not self.cycle.more_body
@@ -142,6 +186,7 @@ def guarded(base: type, settings) -> type:
         def m3rt_close(self) -> None:
             self.m3rt_disarm()
             by_activity.pop(self, None)
+            probes.discard(self)
             self.transport.close()
 
     Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"

@@ -232,20 +232,34 @@ def test_idle_connections_past_the_limit_make_room_and_health_stays_up(tight):
     assert reopened >= 20  # the idle sockets made the room
 
 
-def test_requests_in_progress_past_the_limit_get_503_json_at_once(tight):
+def test_requests_in_progress_past_the_limit_get_503_json_and_health_still_answers(tight):
+    """Every one of the 40 connections has a request in the app: a new connection may still ask for /health (and
+    is closed after its answer); anything else gets 503 JSON; past the few such probes at once, 503 at connect."""
     url = tight[0]
     host, port = url.removeprefix("http://").split(":")
     partial = (b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
                b'{"inputs": ')  # a request in the app, its body not complete (--timeout-body 1)
     held = [socket.create_connection((host, int(port))) for _ in range(40)]
+    probes = []
     try:
         for s in held:
             s.sendall(partial)
         time.sleep(0.2)
-        status, body = json_error(raw(url, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", wait=2))
+        for _ in range(3):  # keep-alive asked for: the probe connection is closed after its answer all the same
+            t = time.perf_counter()
+            answer = raw(url, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n", wait=2)
+            assert answer.startswith(b"HTTP/1.1 200") and time.perf_counter() - t < 1, answer[:300]
+        for request in (b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+                        b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"):
+            status, body = json_error(raw(url, request, wait=2))
+            assert status == 503 and "--limit-concurrency" in body["error"] and "/health" in body["error"]
+        # Probe connections that send nothing take the few places; then a new connection is refused at once.
+        probes = [socket.create_connection((host, int(port))) for _ in range(8)]
+        time.sleep(0.2)
+        status, body = json_error(raw(url, b"", wait=2))
         assert status == 503 and "--limit-concurrency" in body["error"]
     finally:
-        for s in held:
+        for s in held + probes:
             s.close()
     time.sleep(0.3)
     assert health_ms(url) < 1000
