@@ -24,7 +24,7 @@ from m3rt.serve.errors import Kind
 
 # Connections past the limit, when none can be closed, that may ask for /health and nothing else.
 HEALTH_PROBES = 8
-PROBE_ROUTES = {(b"GET", b"/health"), (b"HEAD", b"/health")}
+PROBE_ROUTES = {(b"GET", b"/health")}
 
 PHRASES = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large",
            503: "Service Unavailable"}
@@ -60,6 +60,8 @@ def guarded(base: type, settings) -> type:
     probes: set = set()  # connections past the limit let in to ask for /health only
     busy = (f"over {limit} connections (--limit-concurrency), each with a request in progress; only /health is "
             "answered until one ends; retry")
+    headers_late = (Kind.TIMEOUT, f"request headers not complete within {headers_s:g} s (--timeout-headers)")
+    headers_big = (Kind.HEADERS_TOO_LARGE, f"request line and headers over {max_header} bytes (--max-header-bytes)")
 
     class Guarded(base):
         def connection_made(self, transport):
@@ -71,8 +73,7 @@ def guarded(base: type, settings) -> type:
                     return
                 probes.add(self)
                 self.m3rt_probe = b""
-                self.m3rt_arm(headers_s, (Kind.TIMEOUT, f"request headers not complete within {headers_s:g} s "
-                                                        "(--timeout-headers)"))
+                self.m3rt_arm(headers_s, headers_late)
                 return
             by_activity[self] = None
             self.m3rt_arm(idle_s, None)
@@ -114,8 +115,7 @@ def guarded(base: type, settings) -> type:
             end = head.find(b"\r\n\r\n")
             if end < 0:
                 if len(head) > max_header:
-                    self.m3rt_refuse(Kind.HEADERS_TOO_LARGE, f"request line and headers over {max_header} bytes "
-                                                             "(--max-header-bytes)")
+                    self.m3rt_refuse(*headers_big)
                 else:
                     self.m3rt_probe = head
                 return
@@ -142,15 +142,13 @@ def guarded(base: type, settings) -> type:
             if reading_headers:
                 if self.m3rt_header_bytes == 0:
                     self.m3rt_tail = b""
-                    self.m3rt_arm(headers_s, (Kind.TIMEOUT, f"request headers not complete within {headers_s:g} s "
-                                                            "(--timeout-headers)"))
+                    self.m3rt_arm(headers_s, headers_late)
                 # The header block ends at the first blank line: count up to it, before the parser sees any.
                 end = (self.m3rt_tail + data).find(b"\r\n\r\n")
                 self.m3rt_header_bytes += len(data) if end < 0 else end + 4 - len(self.m3rt_tail)
                 self.m3rt_tail = data[-3:]
                 if self.m3rt_header_bytes > max_header:
-                    self.m3rt_refuse(Kind.HEADERS_TOO_LARGE, f"request line and headers over {max_header} bytes "
-                                                             "(--max-header-bytes)")
+                    self.m3rt_refuse(*headers_big)
                     return
             cycle = self.cycle
             super().data_received(data)

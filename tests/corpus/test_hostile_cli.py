@@ -22,14 +22,15 @@ import pytest
 needs_pyarrow = pytest.mark.skipif(importlib.util.find_spec("pyarrow") is None,
                                    reason="writes Parquet: pyarrow (the parquet extra) is not installed")
 
-PROGRESS_NOW = ("import sys, m3rt.cli.progress as p; p.FIRST_DRAW_S = 0; from m3rt.cli import main; "
-                "sys.exit(main(sys.argv[1:]))")
-
-
-def m3rt(*args, stdin=None, progress_now=False, timeout=120, **kw) -> subprocess.CompletedProcess:
+def m3rt(*args, stdin=None, progress_now=False, without_pyarrow=False, timeout=120,
+         **kw) -> subprocess.CompletedProcess:
     """The CLI in a subprocess; progress_now: its progress line drawn from the first update on (the same code
-    path a run longer than two seconds takes)."""
-    head = ["-c", PROGRESS_NOW] if progress_now else ["-m", "m3rt.cli"]
+    path a run longer than two seconds takes); without_pyarrow: pyarrow made unimportable, as in an install
+    without the parquet extra."""
+    prelude = (("import m3rt.cli.progress as p; p.FIRST_DRAW_S = 0; " if progress_now else "")
+               + ("sys.modules['pyarrow'] = None; " if without_pyarrow else ""))
+    head = (["-c", f"import sys; {prelude}from m3rt.cli import main; sys.exit(main(sys.argv[1:]))"] if prelude
+            else ["-m", "m3rt.cli"])
     return subprocess.run([sys.executable, *head, *map(str, args)], input=stdin, capture_output=True,
                           timeout=timeout, **kw)
 
@@ -358,26 +359,16 @@ def test_mixed_id_types_into_parquet_are_named_by_row(tiny_artifact, tmp_path):
     assert "input row 6: a str id after int ones" in line and not (tmp_path / "m.parquet").exists()
 
 
-# pyarrow made unimportable, as in an install without the parquet extra.
-WITHOUT_PYARROW = ("import sys; sys.modules['pyarrow'] = None; from m3rt.cli import main; "
-                   "sys.exit(main(sys.argv[1:]))")
-
-
 def test_parquet_without_pyarrow_is_one_error_naming_the_extra_before_any_work(tiny_artifact, tmp_path):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text('{"id": 1, "text": "a"}\n')
     out = tmp_path / "o.parquet"
     out.write_text("PREVIOUS")
-
-    def run(*args):
-        return subprocess.run([sys.executable, "-c", WITHOUT_PYARROW, *map(str, args)], capture_output=True,
-                              timeout=120)
-
-    line = one_error_line(run("embed-corpus", tiny_artifact, corpus, "--out", tmp_path / "o"))
+    line = one_error_line(m3rt("embed-corpus", tiny_artifact, corpus, "--out", tmp_path / "o", without_pyarrow=True))
     assert "embed-corpus writes Parquet and needs pyarrow: pip install 'm3rt[parquet]'" in line, line
     assert not (tmp_path / "o").exists()
-    line = one_error_line(run("encode", tiny_artifact, "--input", corpus, "--format", "parquet", "--output", out,
-                              "--overwrite"))
+    line = one_error_line(m3rt("encode", tiny_artifact, "--input", corpus, "--format", "parquet", "--output", out,
+                               "--overwrite", without_pyarrow=True))
     assert "--format parquet needs pyarrow: pip install 'm3rt[parquet]'" in line and out.read_text() == "PREVIOUS"
 
 
