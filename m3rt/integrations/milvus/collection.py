@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from m3rt.integrations.rows import PairedRows
+from m3rt.integrations.search_args import search_args
 
 import numpy as np
 
@@ -141,17 +142,9 @@ class HybridCollection:
         reranked by ColBERT MaxSim. Returns [Hit] best first for one query, a list of them for a list."""
         from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
-        from m3rt.runtime.config import as_int
-        from m3rt.runtime.texts import check_texts
-
-        one = isinstance(queries, str)
-        queries = [queries] if one else check_texts(list(queries), "queries")
-        if not queries:
-            raise ValueError("queries is empty: nothing to search")
-        limit = as_int(limit, "limit", minimum=1)
-        candidates = max(limit, 50) if candidates is None else as_int(candidates, "candidates", minimum=1)
-        if candidates < limit:
-            raise ValueError(f"candidates ({candidates}) must be at least limit ({limit})")
+        # Any iterable of queries is taken here (a generator too), as before the check was shared.
+        one, queries, limit, candidates = search_args(queries if isinstance(queries, str) else list(queries),
+                                                      limit, candidates, 50)
         if ranker == "rrf":
             fuse = RRFRanker(int(rrf_k))
         elif ranker == "weighted":

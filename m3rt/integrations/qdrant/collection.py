@@ -53,6 +53,7 @@ from m3rt.integrations.qdrant.queries import (
     candidates_request,
     rerank_request,
 )
+from m3rt.integrations.search_args import search_args
 
 UPSERT_POINTS = 256  # points per upsert call: a request far under a server's 32 MB default limit at 1024-d
 RERANK_PLACES = CANDIDATE_PLACES = ("auto", "qdrant", "client")
@@ -170,17 +171,7 @@ class HybridCollection:
         local mode, else qdrant). candidates_in: where the fused candidates are found: "qdrant" (Qdrant's query),
         "client" (m3rt, from local mode's stored vectors: local mode only, the same hits), "auto" (client in
         local mode, else qdrant). Returns [Hit] best first for one query, a list of them for a list."""
-        from m3rt.runtime import check_texts
-        from m3rt.runtime.config import as_int
-
-        one = isinstance(queries, str)
-        queries = [queries] if one else check_texts(queries, "queries")
-        if not queries:
-            raise ValueError("queries is empty: nothing to search")
-        limit = as_int(limit, "limit", minimum=1)
-        candidates = max(limit, 100) if candidates is None else as_int(candidates, "candidates", minimum=1)
-        if candidates < limit:
-            raise ValueError(f"candidates ({candidates}) must be at least limit ({limit})")
+        one, queries, limit, candidates = search_args(queries, limit, candidates, 100)
         fusion = Fusion(ranker, rrf_k, weights)
         layout = self.layout
         if rerank is None:
